@@ -94,6 +94,17 @@ def default_pooling(path):
     return "mean"
 
 
+def default_dims(hidden_size, smallest=8):
+    """Halvings of the hidden size down to `smallest`: 384 -> [384, 192, 96, 48, 24, 12]."""
+    dims, d = [], hidden_size
+    while d >= smallest:
+        dims.append(d)
+        if d % 2:
+            break
+        d //= 2
+    return dims
+
+
 def pool(hidden, mask, pooling):
     """hidden [..., B, T, H], mask [B, T] -> [..., B, H]."""
     if pooling == "cls":
@@ -168,7 +179,10 @@ class Encoder(nn.Module):
 
 def load(model_id=DEFAULT_MODEL, pooling=None, max_length=128, device=None, layers=None):
     """Model id or path -> Encoder (eval mode). `layers=k` drops the layers above k."""
+    import transformers
     from transformers import AutoModel, AutoTokenizer
+    transformers.logging.set_verbosity_error()  # the pooler we drop is not worth a warning
+    transformers.utils.logging.disable_progress_bar()
     path = resolve(model_id)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
