@@ -3,30 +3,27 @@ import argparse
 import importlib
 import sys
 
-# Each module defines add_cli(subparsers) that adds its sub-command and sets func=...
-COMMAND_MODULES = ["evaluate", "train", "mteb_eval", "speed", "report"]
+# command -> module; each module defines add_cli(subparsers) that adds it and sets func=...
+COMMANDS = {"eval": "evaluate", "train": "train", "mteb": "mteb_eval", "speed": "speed", "report": "report"}
 
 
-def build_parser():
+def build_parser(command=None):
+    """Import only the module of `command` (so `twodmse report` never loads torch); all for --help."""
     parser = argparse.ArgumentParser(
         prog="twodmse",
         description="Train and measure elastic sentence embeddings at every (layer, dim) cell.",
         epilog="Run `twodmse COMMAND --help` for the options of each command. "
                "Offline: set HF_HUB_OFFLINE=1; data are read from $TWODMSE_DATA (default ../shared/data).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"twodmse.{name}")
-        except ImportError as e:
-            if e.name and e.name.startswith("twodmse"):
-                continue  # module not part of this build yet
-            raise
-        module.add_cli(sub)
+    names = [COMMANDS[command]] if command in COMMANDS else COMMANDS.values()
+    for name in names:
+        importlib.import_module(f"twodmse.{name}").add_cli(sub)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
