@@ -1,0 +1,244 @@
+"""The training loop on a tiny random BERT: outputs, sentence-transformers format, resume after SIGKILL, NaN stop."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from twodmse import backbone, cli, train
+
+REPO = Path(__file__).resolve().parent.parent
+SENTENCES = ["a man is playing guitar", "a woman is playing piano", "the dog is running on the road",
+             "a cat is eating food", "two people sitting on a bench", "a child is playing with a ball",
+             "the plane is taking off", "a man is driving a car", "a woman and a dog", "the cat is sitting"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny matrices: a second thread only adds waiting, badly so on a shared machine. The subprocesses below match.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "pairs.jsonl"
+    with open(path, "w") as f:
+        for i in range(20):
+            a, b = rng.choice(len(SENTENCES), 2, replace=False)
+            f.write(json.dumps({"sentence1": SENTENCES[a], "sentence2": SENTENCES[b],
+                                "score": float(rng.integers(0, 6))}) + "\n")
+    return path
+
+
+def config(model, data, **over):
+    cfg = {"model": str(model), "train_data": str(data), "method": "full", "batch_size": 8, "max_steps": 4,
+           "lr": 1e-3, "save_every": 2, "seed": 1, "device": "cpu", "max_length": 16}
+    return {**cfg, **over}
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def safetensors_weights(folder):
+    from safetensors.torch import load_file
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+# ------------------------------------------------------------------ config
+
+def test_config_rejects_unknown_key_and_wrong_type():
+    with pytest.raises(train.ConfigError, match="unknown key 'batchsize'.*did you mean 'batch_size'"):
+        train.validate({"method": "full", "batchsize": 16})
+    with pytest.raises(train.ConfigError, match="'batch_size' must be int, got str"):
+        train.validate({"method": "full", "batch_size": "32"})
+    with pytest.raises(train.ConfigError, match="'bf16' must be bool"):
+        train.validate({"method": "full", "bf16": 1})
+    with pytest.raises(train.ConfigError, match="'method' must be one of"):
+        train.validate({"method": "2dmes"})
+    with pytest.raises(train.ConfigError, match="remove .loss."):
+        train.validate({"method": "st-matryoshka2d", "loss": {"ibn_w": 1.0}})
+    cfg = train.validate(yaml.safe_load("method: mrl\nlr: 2e-5\n"))  # YAML reads 2e-5 as a string
+    assert cfg["lr"] == 2e-5 and cfg["batch_size"] == 32 and cfg["warmup_ratio"] == 0.1
+
+
+def test_cli_reports_bad_config_key_and_help_lists_every_key(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: full\nbatch_sise: 8\n")
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err and "batch_sise" in err and "batch_size" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert all(key in text for key in train.CONFIG)
+
+
+# ------------------------------------------------------------------ a short run
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_short_run_writes_loss_csv_and_sentence_transformers_model(tiny_bert, pairs_file, tmp_path, pooling):
+    st = pytest.importorskip("sentence_transformers")
+    out = tmp_path / "run"
+    model_dir = train.train(config(tiny_bert, pairs_file, pooling=pooling), out)
+    assert model_dir == out / "model"
+    rows = read_csv(out / "loss.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(float(r["loss"])) and float(r["pairs_per_s"]) > 0 for r in rows)
+    assert float(rows[0]["lr"]) == 0.0 and float(rows[1]["lr"]) > 0  # warmup starts at 0, as transformers' does
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["steps"] == 4 and info["final_loss"] == pytest.approx(float(rows[-1]["loss"]))
+    assert info["config"]["pooling"] == pooling and "git_commit" in info and info["wall_time_s"] > 0
+    assert not (out / "checkpoint").exists()  # removed once the model is saved
+    pool_cfg = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    assert pool_cfg["pooling_mode_mean_tokens"] == (pooling == "mean")
+    assert pool_cfg["pooling_mode_cls_token"] == (pooling == "cls")
+
+    ours = backbone.load(str(model_dir))  # pooling read back from 1_Pooling
+    assert ours.pooling == pooling
+    with torch.no_grad():
+        f = ours.tokenize(SENTENCES)
+        expected = ours.last_layer(f["input_ids"], f["attention_mask"])[:, :16].numpy()
+    got = st.SentenceTransformer(str(model_dir), truncate_dim=16, device="cpu").encode(SENTENCES)
+    assert got.shape == (len(SENTENCES), 16)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(train.load_elastic(model_dir, dim=16).encode(SENTENCES), expected, atol=1e-5)
+    # training moved the weights
+    before = backbone.load(str(tiny_bert), pooling=pooling)
+    with torch.no_grad():
+        untrained = before.last_layer(f["input_ids"], f["attention_mask"])[:, :16].numpy()
+    assert np.abs(untrained - expected).max() > 1e-3
+
+
+def test_finished_run_is_not_redone_and_different_config_is_refused(tiny_bert, pairs_file, tmp_path):
+    out = tmp_path / "run"
+    cfg = config(tiny_bert, pairs_file, max_steps=2)
+    train.train(cfg, out)
+    stamp = (out / "train_info.json").stat().st_mtime_ns
+    train.train(cfg, out)
+    assert (out / "train_info.json").stat().st_mtime_ns == stamp
+    with pytest.raises(train.ConfigError, match="different config"):
+        train.train({**cfg, "lr": 1e-4}, out)
+
+
+# ------------------------------------------------------------------ resume after SIGKILL
+
+def run_cli(cfg_path, out, kill_at=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("TWODMSE_KILL_AT_STEP", None)
+    if kill_at:
+        env["TWODMSE_KILL_AT_STEP"] = str(kill_at)
+    return subprocess.run([sys.executable, "-m", "twodmse.cli", "train", "--config", str(cfg_path), "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path):
+    # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.
+    cfg = config(tiny_bert, pairs_file, max_steps=8, save_every=3, grad_accum=2)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    train.train(cfg, tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    killed = run_cli(cfg_path, out, kill_at=5)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
+    assert len(read_csv(out / "loss.csv")) == 5  # rows 4-5 were written after the checkpoint
+    assert not (out / "model").exists()
+
+    resumed = run_cli(cfg_path, out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "at step 3" in resumed.stderr
+    whole_rows, rows = read_csv(tmp_path / "whole" / "loss.csv"), read_csv(out / "loss.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in whole_rows], rtol=1e-5)
+    a, b = safetensors_weights(tmp_path / "whole" / "model"), safetensors_weights(out / "model")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert json.loads((out / "train_info.json").read_text())["resumed_from_step"] == 3
+
+
+# ------------------------------------------------------------------ divergence
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_bert, pairs_file, tmp_path, monkeypatch):
+    from twodmse import methods
+    real_build = methods.build
+
+    def build_turning_nan(*args, **kwargs):
+        objective = real_build(*args, **kwargs)
+
+        def nan_from_step_3(forward, batch, step):
+            loss, logs = objective(forward, batch, step)
+            return (loss * float("nan") if step >= 3 else loss), logs
+        return nan_from_step_3
+
+    monkeypatch.setattr(methods, "build", build_turning_nan)
+    out = tmp_path / "run"
+    with pytest.raises(train.TrainingDiverged) as err:
+        train.train(config(tiny_bert, pairs_file, max_steps=6, save_every=2), out)
+    msg = str(err.value)
+    assert "loss is nan at step 4" in msg and str(out / "checkpoint") in msg and "lower lr" in msg
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (out / "model").exists() and not (out / "train_info.json").exists()
+    assert [int(r["step"]) for r in read_csv(out / "loss.csv")] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------ inference and the other methods
+
+def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_bert):
+    from transformers import AutoModel, AutoTokenizer
+    elastic = train.load_elastic(tiny_bert, layers=2, dim=8)
+    assert len(backbone.transformer_layers(elastic.encoder.model)) == 2
+    got = elastic.encode(SENTENCES, batch_size=4)
+    tok, full = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    f = tok(SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        hidden = full(**f, output_hidden_states=True).hidden_states[2]  # [0] is the embedding layer
+    m = f["attention_mask"].unsqueeze(-1).float()
+    expected = ((hidden * m).sum(1) / m.sum(1))[:, :8].numpy()
+    assert got.shape == (len(SENTENCES), 8)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    unit = train.load_elastic(tiny_bert, layers=2, dim=8, normalize=True).encode(SENTENCES)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+
+
+def test_separate_trains_one_truncated_model_per_depth(tiny_bert, pairs_file, tmp_path):
+    out = tmp_path / "sep"
+    assert train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2), out) == out
+    assert not (out / "model").exists()
+    for k in (1, 2, 3):
+        assert json.loads((out / f"model_layers{k}" / "config.json").read_text())["num_hidden_layers"] == k
+        assert len(read_csv(out / f"loss_layers{k}.csv")) == 2
+    assert sorted(json.loads((out / "train_info.json").read_text())["models"]) == ["1", "2", "3"]
+
+
+def test_st_matryoshka2d_trains_and_saves_sentence_transformers_format(tiny_bert, pairs_file, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    out = tmp_path / "st"
+    model_dir = train.train(config(tiny_bert, pairs_file, method="st-matryoshka2d", max_steps=3), out)
+    assert [int(r["step"]) for r in read_csv(out / "loss.csv")] == [1, 2, 3]
+    assert st.SentenceTransformer(str(model_dir), truncate_dim=8, device="cpu").encode(SENTENCES).shape == (10, 8)
+    assert not (out / "st_trainer").exists()
+
+
+def test_st_matryoshka2d_without_sentence_transformers_exits_with_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # makes the import fail
+    path = tmp_path / "c.yaml"
+    path.write_text("method: st-matryoshka2d\n")
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 1
+    assert "pip install" in capsys.readouterr().err
