@@ -199,3 +199,28 @@ def _is_bert_like(path):
     import json
     cfg = json.loads((Path(path) / "config.json").read_text())
     return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta", "camembert")
+
+
+def make_tiny(folder, layers=3, hidden=32, seed=0):
+    """A random BERT (L layers x H hidden) with a character WordPiece vocabulary, saved in HF format.
+
+    A stand-in backbone for tests and CI: any English text tokenizes without a download, and it
+    trains and scores in seconds on a CPU. Same seed, same weights."""
+    import json
+    import string
+    from transformers import AutoTokenizer, BertConfig, BertModel
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *[f"##{c}" for c in chars]]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # Loading back from vocab.txt works in transformers 4 and 5 alike (5's tokenizer constructor
+    # ignores vocab_file= and would keep only the special tokens).
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                              "do_lower_case": True}))
+    AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder

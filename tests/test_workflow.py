@@ -1,0 +1,261 @@
+"""The Snakemake workflow: every shipped config plans, bad configs stop with a message naming the key,
+the `separate` grid is assembled from the right rows, and the CI config runs end to end.
+
+The end-to-end test (marked e2e) takes a few minutes on 2 cores; `pytest -m "not e2e"` leaves it out."""
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+CONFIGS = ["default", "paper", "ci"]
+
+
+def snakemake(*args, cwd=REPO):
+    """Run Snakemake from the repository root as a user would; the venv's twodmse is on PATH."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return subprocess.run([sys.executable, "-m", "snakemake", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def job_counts(stdout):
+    """{rule: jobs} from the 'Job stats' table of a dry run."""
+    table = stdout.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def load_config(name):
+    return yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+
+
+def validate(config):
+    from snakemake.utils import validate as snakemake_validate
+    snakemake_validate(config, str(SCHEMA))
+    return config
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "workflow" / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- planning
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_plans_every_run_of_the_config(name, tmp_path):
+    result = snakemake("-n", "--configfile", f"configs/{name}.yaml", "-d", tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    cfg = load_config(name)
+    methods, backbones, seeds = cfg["methods"], cfg["backbones"], cfg["seeds"]
+    settings = cfg.get("method_settings") or {}
+    trained = [m for m in methods if m != "untrained"]
+    separate = [m for m in trained if settings.get(m, {}).get("method", m) == "separate"]
+    n_runs = len(backbones) * len(seeds)
+    counts = job_counts(result.stdout)
+    assert counts["train"] == len(trained) * n_runs
+    assert counts.get("combine_separate", 0) == len(separate) * n_runs
+    assert counts["evaluate"] == (len(trained) - len(separate)) * n_runs + len(backbones) * ("untrained" in methods)
+    assert counts.get("speed", 0) == (len(backbones) if cfg.get("speed", {}).get("enabled", True) else 0)
+    assert counts.get("mteb", 0) == (counts["evaluate"] if cfg.get("mteb", {}).get("enabled") else 0)
+    assert counts["report"] == counts["data_manifest"] == 1
+
+
+def test_command_line_config_replaces_the_default_instead_of_merging(tmp_path):
+    # ci.yaml names only the tiny backbone: MiniLM from default.yaml must not sneak into the plan.
+    result = snakemake("-n", "--configfile", "configs/ci.yaml", "-d", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "results/tiny/" in result.stdout and "minilm" not in result.stdout
+
+
+# ---------------------------------------------------------------- config checks
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_are_valid(name):
+    validate(load_config(name))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(seedz=c.pop("seeds")), "'seedz' was unexpected"),
+    (lambda c: c["train"].update(lrr=1e-4), "'lrr' was unexpected"),
+    (lambda c: c["train"]["loss"].update(cosin_w=1.0), "'cosin_w' was unexpected"),
+    (lambda c: c["train"].update(max_steps="four"), "'four' is not of type 'integer'"),
+    (lambda c: c["train"].update(lr="2e-5"), "'2e-5' is not of type 'number'"),  # what YAML makes of 2e-5
+    (lambda c: c["eval"].update(datasets=["stsb", "sts17"]), "'sts17' is not one of"),
+    (lambda c: c["eval"].update(datasets="al"), "'al' does not match"),
+    (lambda c: c.update(backbones={"my model": "x"}), "does not match"),
+])
+def test_schema_rejects_bad_config_naming_the_problem(edit, message):
+    from snakemake.exceptions import WorkflowError
+    cfg = load_config("default")
+    edit(cfg)
+    with pytest.raises(WorkflowError, match=re.escape(message)):
+        validate(cfg)
+
+
+def test_schema_fills_defaults_of_optional_sections():
+    cfg = validate({"backbones": {"m": "x"}, "methods": ["baseline"], "seeds": [1], "train": {}, "eval": {}})
+    assert cfg["eval"]["datasets"] == "all" and cfg["speed"]["enabled"] is True
+    assert cfg["mteb"]["enabled"] is False and cfg["launcher"] == ""
+
+
+def test_snakemake_stops_on_a_typo_before_planning(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    cfg = load_config("ci")
+    cfg["train"]["batch_sise"] = 8
+    bad.write_text(yaml.safe_dump(cfg))
+    result = snakemake("-n", "--configfile", bad, "-d", tmp_path / "wd")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error validating config file" in out and "'batch_sise' was unexpected" in out
+
+
+def test_unknown_method_is_named_with_the_fix(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    cfg = load_config("ci")
+    cfg["methods"] = ["untrained", "2dmse-v9"]
+    bad.write_text(yaml.safe_dump(cfg))
+    result = snakemake("-n", "--configfile", bad, "-d", tmp_path / "wd")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "method '2dmse-v9'" in out and "method_settings" in out
+
+
+def test_schema_train_keys_match_twodmse_train():
+    """Every train key of the schema is one `twodmse train --config` accepts, and the reverse
+    (model, method and seed come from the backbone, method and seed of each run)."""
+    from twodmse import losses, train
+    schema = yaml.safe_load(SCHEMA.read_text())
+    keys = schema["$defs"]["train_keys"]["properties"]
+    assert set(keys) == set(train.CONFIG) - {"model", "method", "seed"}
+    assert set(keys["loss"]["properties"]) == set(losses.DEFAULTS[2])
+
+
+@pytest.mark.parametrize("name", ["default", "paper"])
+def test_every_run_config_of_the_shipped_configs_passes_twodmse_train_checks(name, tmp_path):
+    # Runs only the config check (no data, no model): the configs a paper run would train with are valid.
+    result = snakemake("--until", "check_train_configs", "--configfile", f"configs/{name}.yaml",
+                       "-d", tmp_path, "--cores", "1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    cfg = load_config(name)
+    runs = (tmp_path / "runs/train_configs.checked").read_text().split()
+    assert len(runs) == len(cfg["backbones"]) * len(cfg["seeds"]) * (len(cfg["methods"]) - 1)
+
+
+def test_config_check_names_the_run_and_the_bad_option():
+    check = load_script("check_train_configs")
+    good = {"model": "m", "method": "mrl", "seed": 1, "method_options": {"dims": [8]}}
+    assert check.problems_of("b/mrl/seed1", good) == []
+    problems = check.problems_of("b/mrl/seed1", {**good, "method_options": {"dimz": [8]}})
+    assert len(problems) == 1 and "b/mrl/seed1" in problems[0] and "dimz" in problems[0]
+    problems = check.problems_of("b/st/seed1", {**good, "method": "st-matryoshka2d", "loss": {"cosine_w": 1.0}})
+    assert len(problems) == 1 and "loss" in problems[0]
+
+
+@pytest.mark.skipif(shutil.which("conda") is not None, reason="conda is installed here")
+def test_use_conda_without_conda_fails_with_snakemakes_message(tmp_path):
+    result = snakemake("-n", "--use-conda", "--configfile", "configs/ci.yaml", "-d", tmp_path)
+    assert result.returncode != 0
+    assert "Is conda installed and accessible?" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- scripts
+
+
+def _grid(layers, model, score):
+    return pd.DataFrame([{"model": model, "dataset": "stsb", "split": "test", "layer": n, "dim": d,
+                          "spearman": score + n, "pearson": 0.0, "n_pairs": 10}
+                         for n in range(1, layers + 1) for d in (32, 16)])
+
+
+def test_combine_separate_keeps_layer_k_of_the_depth_k_model(tmp_path):
+    combine = load_script("combine_separate")
+    for k in (1, 2, 3):  # model k scores 100*k + layer, so each row says which model it came from
+        (tmp_path / f"layers{k}").mkdir()
+        _grid(k, f"model_layers{k}", 100 * k).to_csv(tmp_path / f"layers{k}" / "grid.csv", index=False)
+    grid = combine.combine(tmp_path)
+    assert sorted(zip(grid.layer, grid.dim)) == [(n, d) for n in (1, 2, 3) for d in (16, 32)]
+    assert (grid.spearman == 101 * grid.layer).all()
+    assert (grid.model == "model_layers" + grid.layer.astype(str)).all()
+
+
+def test_combine_separate_names_a_missing_depth(tmp_path):
+    combine = load_script("combine_separate")
+    for k in (1, 3):
+        (tmp_path / f"layers{k}").mkdir()
+        _grid(k, "m", 0).to_csv(tmp_path / f"layers{k}" / "grid.csv", index=False)
+    with pytest.raises(ValueError, match=r"depth\(s\) \[2\]"):
+        combine.combine(tmp_path)
+
+
+def test_data_manifest_stops_on_unreadable_training_data(tmp_path):
+    manifest = load_script("data_manifest")
+    missing = str(tmp_path / "absent.jsonl")
+    result, problems = manifest.manifest("all", "test", [missing])
+    assert result["train"][missing]["available"] is False
+    assert len(problems) == 1 and missing in problems[0]
+
+
+def test_tiny_backbone_loads_and_encodes_every_layer(tmp_path):
+    from twodmse import backbone
+    folder = backbone.make_tiny(tmp_path / "tiny", layers=2, hidden=16)
+    enc = backbone.load(str(folder), device="cpu")
+    batch = enc.tokenize(["A man is playing a guitar.", "Zebras 123!"])
+    out = enc(batch["input_ids"], batch["attention_mask"])
+    assert tuple(out.shape) == (2, 2, 16)
+    assert (batch["input_ids"] != enc.tokenizer.unk_token_id).all()  # characters cover the text
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def _ci_ready():
+    if importlib.util.find_spec("twodmse.train") is None:
+        return "twodmse train is not available yet"
+    from twodmse import data
+    if not data.available("stsb", split="test") or not data.available("stsb", split="train"):
+        return "STS-B is not readable here (no data mirror and no embedded copy)"
+    return None
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(_ci_ready() is not None, reason=str(_ci_ready()))
+def test_ci_config_runs_end_to_end_then_figures_come_from_results_alone(tmp_path):
+    wd = tmp_path / "wd"
+    result = snakemake("--configfile", "configs/ci.yaml", "-d", wd, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    cfg = load_config("ci")
+    cells = len(cfg["eval"]["dims"]) * 3  # the tiny backbone has 3 layers
+    for method, seed in [("untrained", 0)] + [(m, s) for m in cfg["methods"][1:] for s in cfg["seeds"]]:
+        grid = pd.read_csv(wd / f"results/tiny/{method}/seed{seed}/grid.csv")
+        assert len(grid) == cells and grid.spearman.between(-100, 100).all()
+        if method != "untrained":
+            assert (wd / f"results/tiny/{method}/seed{seed}/loss.csv").is_file()
+    assert (wd / "results/tiny/speed/speed.csv").is_file()
+    assert (wd / "results/data_manifest.json").is_file()
+    assert list((wd / "results/benchmarks/train").rglob("*.tsv"))
+    assert (wd / "figures/index.md").is_file()
+
+    # A second call finds everything up to date.
+    again = snakemake("-n", "--configfile", "configs/ci.yaml", "-d", wd)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Without models, checkpoints or caches, `snakemake figures` redraws from results/ alone.
+    for folder in ("runs", "cache", "figures"):
+        shutil.rmtree(wd / folder)
+    redraw = snakemake("figures", "--configfile", "configs/ci.yaml", "-d", wd, "--cores", "1")
+    assert redraw.returncode == 0, redraw.stderr[-4000:]
+    assert (wd / "figures/index.md").is_file() and list((wd / "figures").glob("heatmap_tiny_*.png"))

@@ -1,0 +1,26 @@
+# MTEB: the same grid scored by MTEB's own evaluators (off by default: most tasks need the Hugging Face hub).
+
+
+rule mteb:
+    """Score every (layer, dim) cell of a run on MTEB tasks (`separate` is left out: one model per depth)."""
+    input:
+        trained=lambda w: [] if w.method == UNTRAINED else f"{run_dir(w)}/train_info.json",
+        backbone=backbone_input,
+    output:
+        report("results/{backbone}/{method}/seed{seed}/mteb/mteb_scores.csv", caption="../report/mteb.rst",
+               category="MTEB", subcategory="{backbone}"),
+    wildcard_constraints:
+        method=one_of(SINGLE + [UNTRAINED]),
+    params:
+        model=model_of_run,
+        args=mteb_args(),
+    threads: config["threads"]
+    log:
+        "runs/logs/mteb/{backbone}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/mteb/{backbone}/{method}/seed{seed}.tsv"
+    conda:
+        "../envs/twodmse.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} twodmse mteb --model {params.model} {params.args}"
+        " --out results/{wildcards.backbone}/{wildcards.method}/seed{wildcards.seed}/mteb > {log} 2>&1"

@@ -1,0 +1,83 @@
+# Training: one run per (backbone, method, seed), in runs/ (git-ignored). train_info.json is written last by
+# `twodmse train`, so it marks a finished run; a killed run leaves runs/.../checkpoint/ behind and the next
+# `snakemake` call resumes from it (the checkpoint is not a declared output, so Snakemake keeps it).
+
+
+rule train_config:
+    """Write the `twodmse train --config` file of one run. Its params are the run's settings, so changing a
+    setting in the workflow config rewrites this file and retrains that run (and only that run)."""
+    output:
+        "runs/{backbone}/{method}/seed{seed}/train_config.yaml",
+    wildcard_constraints:
+        method=one_of(TRAINED),
+    params:
+        settings=run_config,
+    log:
+        "runs/logs/train_config/{backbone}/{method}/seed{seed}.log",
+    conda:
+        "../envs/twodmse.yaml"
+    script:
+        "../scripts/write_train_config.py"
+
+
+rule check_train_configs:
+    """Check every run's training config with twodmse's own checks before the first run starts."""
+    output:
+        "runs/train_configs.checked",
+    params:
+        configs=all_run_configs(),
+    log:
+        "runs/logs/check_train_configs.log",
+    conda:
+        "../envs/twodmse.yaml"
+    script:
+        "../scripts/check_train_configs.py"
+
+
+# A global, not a param: how training is launched does not change the model, so it must not retrain.
+TRAIN_COMMAND = train_command()
+
+
+rule train:
+    """Train one model with `twodmse train` (or the configured launcher, e.g. torchrun)."""
+    input:
+        config="runs/{backbone}/{method}/seed{seed}/train_config.yaml",
+        manifest=ancient("results/data_manifest.json"),  # data checked first; never a reason to retrain
+        checked=ancient("runs/train_configs.checked"),  # all run configs too
+        backbone=backbone_input,
+    output:
+        "runs/{backbone}/{method}/seed{seed}/train_info.json",
+    wildcard_constraints:
+        method=one_of(TRAINED),
+    params:
+        out=lambda w: run_dir(w),
+    threads: config["threads"]
+    log:
+        "runs/logs/train/{backbone}/{method}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{backbone}/{method}/seed{seed}.tsv"
+    conda:
+        "../envs/twodmse.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} {TRAIN_COMMAND} --config {input.config} --out {params.out} > {log} 2>&1"
+
+
+rule train_log:
+    """Copy the loss curve(s) and the provenance of a finished run next to its results (runs/ is not kept)."""
+    input:
+        "runs/{backbone}/{method}/seed{seed}/train_info.json",
+    output:
+        report("results/{backbone}/{method}/seed{seed}/train_info.json", caption="../report/train.rst",
+               category="Training", subcategory="{backbone}"),
+    wildcard_constraints:
+        method=one_of(TRAINED),
+    params:
+        run=lambda w: run_dir(w),
+        out=lambda w: f"results/{w.backbone}/{w.method}/seed{w.seed}",
+    log:
+        "runs/logs/train_log/{backbone}/{method}/seed{seed}.log",
+    conda:
+        "../envs/twodmse.yaml"
+    shell:
+        # loss.csv, or loss_layers{{k}}.csv for separate; train_info.json last, as the marker
+        "(cp -v {params.run}/loss*.csv {params.out}/ && cp -v {params.run}/train_info*.json {params.out}/) > {log} 2>&1"

@@ -1,0 +1,42 @@
+"""Snakemake script (rule check_train_configs): every run's `twodmse train` config checked before any training.
+
+The same checks `twodmse train` makes when it starts (keys, types, loss keys, method options), done once for
+all runs: a bad setting of the last run is reported in seconds, not after the other runs have trained."""
+import sys
+from pathlib import Path
+
+from twodmse import losses, methods, train
+
+
+def problems_of(run, cfg):
+    """Messages for what is wrong with one run's config (empty when it is fine)."""
+    try:
+        cfg = train.validate(cfg, source=f"run {run}")
+    except train.ConfigError as e:
+        return [str(e)]
+    method = "baseline" if cfg["method"] == "separate" else cfg["method"]  # separate trains baselines
+    out = []
+    if method in methods.OPTIONS:
+        bad = set(cfg["method_options"]) - methods.OPTIONS[method]
+        if bad:
+            out.append(f"run {run}: method {cfg['method']} has no option(s) {sorted(bad)}; "
+                       f"it takes {sorted(methods.OPTIONS[method])}")
+        try:
+            losses.config(cfg["loss"], 2)  # the same keys for pairs and triplets
+        except ValueError as e:
+            out.append(f"run {run}: {e}")
+    return out
+
+
+def main(sm):
+    problems = [p for run, cfg in sm.params.configs.items() for p in problems_of(run, dict(cfg))]
+    with open(sm.log[0], "w") as log:
+        print("\n".join(problems) or f"{len(sm.params.configs)} run configs are valid", file=log)
+    if problems:
+        sys.exit("config check failed (fix `train` or `method_settings` in the workflow config):\n  "
+                 + "\n  ".join(problems))
+    Path(sm.output[0]).write_text("".join(f"{run}\n" for run in sm.params.configs))
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821 (set by Snakemake's script directive)

@@ -1,0 +1,67 @@
+"""Snakemake script (rule combine_separate): one grid.csv for the `separate` method.
+
+`separate` trains one model per depth k, cut to k layers (runs/.../model_layers{k}/). Each was scored by
+`twodmse eval` into EVAL/layers{k}/grid.csv, which has rows for its layers 1..k; only the layer-k rows are
+that model's own cells (the rows of shallower layers belong to the models trained at those depths).
+The combined grid has, for every k, the layer-k rows of model k: the "trained separately" upper bound.
+"""
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from twodmse import util
+
+
+def layer_grids(eval_dir):
+    """{k: Path of EVAL/layers{k}/grid.csv}, checked to cover depths 1..L without a gap."""
+    eval_dir = Path(eval_dir)
+    grids = {}
+    for d in eval_dir.glob("layers*"):
+        m = re.fullmatch(r"layers(\d+)", d.name)
+        if m and (d / "grid.csv").is_file():
+            grids[int(m.group(1))] = d / "grid.csv"
+    if not grids:
+        raise ValueError(f"{eval_dir}: no layers<k>/grid.csv; run `twodmse eval` on each model_layers<k>")
+    missing = sorted(set(range(1, max(grids) + 1)) - set(grids))
+    if missing:
+        raise ValueError(f"{eval_dir}: no grid for depth(s) {missing}; evaluate runs/.../model_layers<k> for "
+                         "each of them (or delete the folder so Snakemake redoes it)")
+    return dict(sorted(grids.items()))
+
+
+def combine(eval_dir):
+    """The layer-k rows of each depth-k model, as one grid (same columns as twodmse eval writes)."""
+    parts = []
+    for k, path in layer_grids(eval_dir).items():
+        df = pd.read_csv(path)
+        if df.layer.max() != k:
+            raise ValueError(f"{path}: the model of depth {k} has layers up to {df.layer.max()}; "
+                             f"expected a model cut to {k} layers")
+        parts.append(df[df.layer == k])
+    return pd.concat(parts, ignore_index=True)
+
+
+def provenance(eval_dir):
+    """The grid.json of each depth, keyed by depth."""
+    infos = {}
+    for k, path in layer_grids(eval_dir).items():
+        info = path.with_name("grid.json")
+        infos[k] = json.loads(info.read_text()) if info.is_file() else None
+    return infos
+
+
+def main(sm):
+    eval_dir = sm.input[0]
+    grid = combine(eval_dir)
+    util.write_csv(sm.output.grid, grid)
+    util.write_json(sm.output.info, util.provenance(
+        method="separate", combined_from=str(eval_dir), rule="layer-k rows of the model cut to k layers",
+        depths=provenance(eval_dir)))
+    with open(sm.log[0], "w") as log:
+        print(f"{sm.output.grid}: {len(grid)} cells from {grid.layer.nunique()} models", file=log)
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821 (set by Snakemake's script directive)

@@ -1,0 +1,84 @@
+"""Snakemake script (rule data_manifest): which datasets this machine can read, where from, how many
+examples, and a checksum of their contents, written to results/data_manifest.json.
+
+It fails, naming each dataset and why, when the config needs one that cannot be read: better here, in a
+second, than after an hour of training. Evaluation with `datasets: all` needs only one readable set
+(`twodmse eval --datasets all` skips the others, as recorded here)."""
+import hashlib
+import sys
+
+from twodmse import data, util
+
+
+def checksum(*columns):
+    """sha256 over the rows of equal-length columns: the same data give the same hash on any machine."""
+    h = hashlib.sha256()
+    for row in zip(*columns):
+        h.update("\t".join(map(str, row)).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def eval_split(name, split):
+    # As twodmse eval does: SICK-R is scored on all 9,927 pairs when the test split is asked for.
+    return "all" if name == "sickr" and split == "test" else split
+
+
+def describe_eval(name, split):
+    pairs = data.load_eval(name, eval_split(name, split))
+    return {"available": True, "split": pairs.split, "n_pairs": len(pairs), "source": pairs.source,
+            "sha256": checksum(pairs.s1, pairs.s2, pairs.scores)}
+
+
+def describe_train(spec):
+    d = data.load_train(spec)
+    if isinstance(d, data.Triplets):
+        return {"available": True, "kind": "triplets", "n": len(d), "source": d.source,
+                "sha256": checksum(d.anchor, d.positive, d.negative)}
+    return {"available": True, "kind": "scored pairs", "n": len(d), "source": d.source,
+            "sha256": checksum(d.s1, d.s2, d.scores)}
+
+
+def try_describe(describe, *args):
+    """(entry, error message or None): a dataset that cannot be read is recorded, not raised."""
+    try:
+        return describe(*args), None
+    except (FileNotFoundError, ValueError, ConnectionError, ImportError) as e:
+        return {"available": False, "reason": f"{type(e).__name__}: {e}"}, str(e)
+
+
+def manifest(datasets, split, train_data):
+    """(manifest dict, list of problems that must stop the workflow)."""
+    problems, evals, train = [], {}, {}
+    names = data.EVAL_DATASETS if datasets == "all" else datasets
+    for name in names:
+        if datasets == "all" and not data.available(name, split=eval_split(name, split)):
+            evals[name] = {"available": False, "reason": "no local copy; `--datasets all` skips it"}
+            continue
+        evals[name], error = try_describe(describe_eval, name, split)
+        if error and datasets != "all":
+            problems.append(f"evaluation set {name} ({split}): {error}")
+    if datasets == "all" and not any(e["available"] for e in evals.values()):
+        problems.append(f"no evaluation set is readable here: {evals}")
+    for spec in train_data:
+        train[spec], error = try_describe(describe_train, spec)
+        if error:
+            problems.append(f"training data {spec!r}: {error}")
+    mirror = data.mirror_dir()
+    return {"mirror": str(mirror) if mirror else None, "eval_split": split, "eval": evals, "train": train}, problems
+
+
+def main(sm):
+    with open(sm.log[0], "w") as log:
+        result, problems = manifest(sm.params.datasets, sm.params.split, sm.params.train_data)
+        for name, entry in {**result["eval"], **result["train"]}.items():
+            print(f"{name}: {entry.get('source') or entry.get('reason')}", file=log)
+        if problems:
+            message = "data check failed:\n  " + "\n  ".join(problems)
+            print(message, file=log)
+            sys.exit(message)
+        util.write_json(sm.output[0], util.provenance(**result))
+
+
+if "snakemake" in globals():
+    main(snakemake)  # noqa: F821 (set by Snakemake's script directive)
