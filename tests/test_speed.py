@@ -1,0 +1,124 @@
+"""speed.py on a tiny random BERT: real truncation, table shape and speedup maths, exact search.
+
+No assertion here depends on how fast anything runs.
+"""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers
+
+from twodmse import backbone, cli, speed
+
+LAYERS, HIDDEN = 3, 32
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A random 3-layer BERT with a word-level vocab covering the built-in sentences."""
+    path = tmp_path_factory.mktemp("tiny_bert")
+    words = sorted({w for s in speed.FALLBACK_SENTENCES for w in re.findall(r"\w+|[^\w\s]", s.lower())})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)}
+    transformers.BertTokenizer(vocab=vocab).save_pretrained(path)
+    config = transformers.BertConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
+                                     intermediate_size=37, vocab_size=len(vocab), max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(path)
+    return str(path)
+
+
+def n_params(enc):
+    return sum(p.numel() for p in enc.parameters())
+
+
+def test_truncated_model_has_k_layers_and_equals_hidden_state_k(tiny_model):
+    full = backbone.load(tiny_model)
+    tok = full.tokenize(speed.FALLBACK_SENTENCES[:4])  # different lengths: padding is exercised
+    x = tok["input_ids"], tok["attention_mask"]
+    with torch.no_grad():
+        every_layer = full(*x)  # [L, B, H]
+        for k in range(1, LAYERS):
+            cut = backbone.load(tiny_model, layers=k)
+            assert len(backbone.transformer_layers(cut.model)) == k
+            assert n_params(cut) < n_params(full)
+            torch.testing.assert_close(cut.last_layer(*x), every_layer[k - 1], atol=1e-5, rtol=1e-5)
+
+
+def test_search_returns_true_top10():
+    g = torch.Generator().manual_seed(1)
+    docs = torch.randn(500, 24, generator=g)
+    queries = torch.randn(7, 24, generator=g) * 5  # unnormalised on purpose: search must normalise
+    scores, ids = speed.search(queries, torch.nn.functional.normalize(docs, dim=-1))
+
+    d = docs.numpy() / np.linalg.norm(docs.numpy(), axis=1, keepdims=True)
+    q = queries.numpy() / np.linalg.norm(queries.numpy(), axis=1, keepdims=True)
+    cos = q @ d.T
+    want = np.argsort(-cos, axis=1)[:, :10]
+    np.testing.assert_array_equal(ids.numpy(), want)
+    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(cos, want, 1), atol=1e-5)
+
+
+def test_search_with_fewer_docs_than_k():
+    index = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scores, ids = speed.search(torch.randn(1, 8), index)
+    assert sorted(ids[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_speed_table_speedups_follow_their_definitions():
+    enc = [dict(model="m", dtype="float32", threads=1, batch_size=8, n_docs=10, device="cpu", layers=k,
+                latency_ms_median=lat, latency_ms_iqr=0.0, throughput_median=thr, throughput_iqr=0.0)
+           for k, lat, thr in [(1, 5.0, 300.0), (2, 10.0, 100.0)]]
+    search = [dict(device="cpu", dim=d, search_ms_median=ms, search_ms_iqr=0.0, index_bytes=d * 40)
+              for d, ms in [(8, 4.0), (4, 1.0)]]
+    df = speed.speed_table(enc, search).set_index(["layers", "dim"])
+    assert df.loc[(2, 8), "speedup"] == 1.0
+    assert df.loc[(1, 4), "speedup"] == pytest.approx((10 + 4) / (5 + 1))
+    assert df.loc[(2, 4), "speedup"] == pytest.approx((10 + 4) / (10 + 1))
+    assert df.loc[(1, 8), "encode_speedup"] == pytest.approx(3.0)
+    assert df.loc[(2, 4), "search_speedup"] == pytest.approx(4.0)
+
+
+def test_measure_gives_one_row_per_layer_and_dim(tiny_model):
+    df, meta = speed.measure(tiny_model, devices=("cpu",), repeats=1, n_docs=50, batch_size=4,
+                             n_latency=2, progress=False)
+    dims = backbone.default_dims(HIDDEN)
+    assert list(df.columns) == speed.COLUMNS
+    assert len(df) == LAYERS * len(dims)
+    assert set(zip(df.layers, df.dim)) == {(k, d) for k in range(1, LAYERS + 1) for d in dims}
+    full = df[(df.layers == LAYERS) & (df.dim == HIDDEN)].iloc[0]
+    assert full.speedup == 1.0 and full.encode_speedup == 1.0 and full.search_speedup == 1.0
+    assert (df.index_bytes == 50 * df.dim * 4).all()
+    assert np.isfinite(df.select_dtypes("number")).all().all() and (df.speedup > 0).all()
+    assert meta["num_layers"] == LAYERS and meta["hidden_size"] == HIDDEN
+
+
+def test_measure_always_adds_the_full_reference(tiny_model):
+    df, _ = speed.measure(tiny_model, layers=[1], dims=[8], repeats=1, n_docs=20, batch_size=2,
+                          n_latency=1, progress=False)
+    assert set(zip(df.layers, df.dim)) == {(1, 8), (1, HIDDEN), (LAYERS, 8), (LAYERS, HIDDEN)}
+    with pytest.raises(ValueError, match="layers"):
+        speed.measure(tiny_model, layers=[LAYERS + 1], repeats=1, n_docs=20, progress=False)
+
+
+def test_cli_writes_csv_and_provenance(tiny_model, tmp_path):
+    out, threads = tmp_path / "speed", torch.get_num_threads()
+    try:
+        code = cli.main(["speed", "--model", tiny_model, "--out", str(out), "--device", "cpu",
+                         "--layers", "1,3", "--dims", "32,8", "--repeats", "1", "--n-docs", "30",
+                         "--batch-size", "2", "--n-latency", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide; later tests keep the default
+    assert code == 0
+    df = pd.read_csv(out / "speed.csv")
+    assert len(df) == 4 and (df.threads == 1).all()
+    info = json.loads((out / "speed.json").read_text())
+    assert info["config"]["n_docs"] == 30 and "versions" in info and "hardware" in info
+
+
+def test_cli_rejects_bad_layer_list(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["speed", "--out", "x", "--layers", "1,two"])
+    assert "comma-separated integers" in capsys.readouterr().err
