@@ -4,7 +4,6 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 # Without an NVIDIA GPU keep pip on the local CPU torch wheel (an unpinned torch is a multi-GB CUDA build).
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
-CORES   ?= 2
 
 .PHONY: setup run test figures clean-cache
 
@@ -12,13 +11,15 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements-offline.txt constraints-cpu.txt
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[all]"
 	$(BIN)/pip install -q --no-deps -r requirements-offline.txt
 	touch $@
 
 run: setup
-	$(BIN)/twodmse eval --out results/quickstart
+	$(BIN)/snakemake
+
+figures: setup
+	$(BIN)/snakemake figures
 
 test: setup
 	$(BIN)/python -m pytest -q tests
