@@ -11,7 +11,3 @@ def tiny_bert(tmp_path):
     from twodmse.backbone import make_tiny
     return make_tiny(tmp_path / "tiny-bert", layers=3, hidden=32)
 
-
-def make_tiny_bert(folder, layers=3, hidden=32, seed=0):  # TODO(lead): drop once test_mteb_eval imports make_tiny
-    from twodmse.backbone import make_tiny
-    return make_tiny(folder, layers, hidden, seed)

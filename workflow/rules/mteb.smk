@@ -23,4 +23,5 @@ rule mteb:
         "../envs/twodmse.yaml"
     shell:
         "OMP_NUM_THREADS={threads} twodmse mteb --model {params.model} {params.args}"
+        " --name twodmse/{wildcards.backbone}-{wildcards.method}-seed{wildcards.seed}"
         " --out results/{wildcards.backbone}/{wildcards.method}/seed{wildcards.seed}/mteb > {log} 2>&1"

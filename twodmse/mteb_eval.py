@@ -1,0 +1,304 @@
+"""Every (layer, dim) cell of a checkpoint scored by MTEB itself, from one all-layers encode a task.
+
+MTEB sees one model per cell: `CellEncoder(layer, dim)`, whose embeddings are the slice
+emb[layer-1, :, :dim] of the all-layers embeddings of `AllLayers` (one forward pass per batch,
+cached on disk by checkpoint content hash), so all L x D cells of a task cost about one encode.
+Results land in MTEB's own layout, ResultCache(OUT)/results/twodmse__<name>/<content hash>/
+experiments/dim_<d>__layer_<n>__max_length_<m>__pooling_<p>/<Task>.json: the revision is the
+checkpoint's content hash, so two checkpoints with the same folder name never share a score.
+Tasks come from the Hugging Face hub by MTEB name; offline, the STS tasks run as "<Name>-local"
+copies built from twodmse.data (same pairs, main score = our evaluator's Spearman / 100).
+"""
+import functools
+import hashlib
+import json
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import backbone, evaluate, util
+
+# MTEB STS tasks we can also build from local data (twodmse.data names).
+LOCAL_STS = {"STSBenchmark": "stsb", "SICK-R": "sickr", "STS12": "sts12", "STS13": "sts13",
+             "STS14": "sts14", "STS15": "sts15", "STS16": "sts16"}
+ALIASES = {v: k for k, v in LOCAL_STS.items()}  # `--tasks stsb,sickr` works too
+TASK_LISTS = Path(__file__).resolve().parent.parent / "configs" / "mteb_tasks.yaml"
+CSV_COLUMNS = ["task", "layer", "dim", "main_score", "metric", "model", "revision"]
+
+
+def hub_reachable(timeout=3):
+    """False when offline mode is set or huggingface.co does not answer: checked up front so an
+    offline machine skips hub tasks at once instead of waiting in the datasets retry loop."""
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+class AllLayers:
+    """Every layer's embedding of any list of texts: computed once, then sliced by each cell."""
+
+    def __init__(self, model, pooling=None, max_length=128, cache_dir=None, batch_size=64,
+                 device=None, encoder=None, progress=True):
+        if encoder is not None:  # a loaded Encoder (benchmarks, tests) fixes these three
+            model, pooling, max_length = encoder.path, encoder.pooling, encoder.max_length
+        self.path = backbone.resolve(model)
+        self.checkpoint_hash = util.content_hash(self.path)
+        self.pooling = pooling or backbone.default_pooling(self.path)
+        self.max_length, self.cache_dir, self.batch_size = max_length, cache_dir, batch_size
+        self.progress, self.memo, self.encodes = progress, {}, 0
+        if device is None:
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder = functools.cache(lambda: encoder or backbone.load(self.path, self.pooling,
+                                                                        max_length, device))
+
+    def __call__(self, texts, label):
+        """texts -> [L, N, H] float32; label names the disk-cache file (task, subset, split)."""
+        key = (label, tuple(texts))
+        if key not in self.memo:
+            unique = list(dict.fromkeys(texts))  # repeated texts are encoded once
+            self.encodes += 1
+            emb = evaluate.cached_embeddings(self.encoder, self.checkpoint_hash, self.pooling,
+                                             self.max_length, label, unique, self.cache_dir,
+                                             self.batch_size, self.progress)
+            if len(unique) < len(texts):
+                index = {t: i for i, t in enumerate(unique)}
+                emb = emb[:, [index[t] for t in texts]]
+            self.memo[key] = emb
+        return self.memo[key]
+
+
+def cell_meta(name, revision, layer, dim, pooling, max_length):
+    """MTEB metadata of one cell; layer/dim/pooling/max_length become MTEB's experiment folder."""
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
+    return ModelMeta(
+        loader=None, name=name, revision=revision, release_date=None, languages=None,
+        n_parameters=None, memory_usage_mb=None, max_tokens=max_length, embed_dim=dim,
+        license=None, open_weights=True, public_training_code=None, public_training_data=None,
+        framework=["PyTorch", "Transformers"], similarity_fn_name=ScoringFunction.COSINE,
+        use_instructions=False, training_datasets=None,
+        experiment_kwargs={"layer": layer, "dim": dim, "pooling": pooling, "max_length": max_length})
+
+
+def make_cell_encoder(store, layer, dim, meta):
+    """An MTEB encoder serving the (layer, dim) view of `store` (an AllLayers)."""
+    from mteb.models.abs_encoder import AbsEncoder
+
+    class CellEncoder(AbsEncoder):
+        def __init__(self):
+            self.store, self.layer, self.dim, self.mteb_model_meta = store, layer, dim, meta
+
+        def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+            texts = [t for batch in inputs for t in batch["text"]]
+            label = re.sub(r"[^\w.-]", "_", f"mteb-{task_metadata.name}-{hf_subset}-{hf_split}")
+            # float64 so MTEB's cosines equal our evaluator's (it computes in the input dtype)
+            return self.store(texts, label)[self.layer - 1, :, :self.dim].astype(np.float64)
+
+    return CellEncoder()
+
+
+def local_task(mteb_name, pairs):
+    """An MTEB STS task named "<mteb_name>-local" holding `pairs` (a twodmse.data.Pairs)."""
+    import mteb
+    from datasets import Dataset, DatasetDict
+    from mteb.abstasks.sts import AbsTaskSTS
+    digest = hashlib.sha256(json.dumps([pairs.s1, pairs.s2, pairs.scores.tolist()]).encode())
+    base = mteb.get_task(mteb_name).metadata
+    # The revision is the data's hash, so a changed local copy is never served a cached score.
+    metadata = base.model_copy(update={
+        "name": f"{mteb_name}-local", "superseded_by": None, "eval_splits": ["test"],
+        "dataset": {"path": pairs.source or "twodmse.data", "revision": digest.hexdigest()[:16]},
+        "description": f"{base.description} Local copy: {pairs.source} ({len(pairs)} pairs)."})
+
+    class LocalSTS(AbsTaskSTS):
+        min_score, max_score = 0, 5  # a linear rescale: correlations do not change
+
+        def load_data(self, **kwargs):
+            self.dataset = DatasetDict({"test": Dataset.from_dict(
+                {"sentence1": pairs.s1, "sentence2": pairs.s2, "score": pairs.scores.tolist()})})
+            self.data_loaded = True
+
+    LocalSTS.metadata = metadata
+    return LocalSTS()
+
+
+def task_names(spec, lists=TASK_LISTS):
+    """'default' | 'paper' (lists in configs/mteb_tasks.yaml) | 'NAME,NAME' -> MTEB task names."""
+    import yaml
+    if "," not in spec and Path(lists).is_file():
+        named = yaml.safe_load(Path(lists).read_text()) or {}
+        if spec in named:
+            return list(named[spec])
+    if spec in ("default", "paper"):
+        raise FileNotFoundError(f"task list '{spec}' needs {lists}; pass task names instead, "
+                                "e.g. --tasks STSBenchmark,SICK-R")
+    return [ALIASES.get(n.strip(), n.strip()) for n in spec.split(",") if n.strip()]
+
+
+def build_tasks(names, source="auto", mirror=None):
+    """MTEB task objects and a {name: reason} dict of the tasks that cannot run here."""
+    import mteb
+    from . import data
+    use_hub = {"hub": True, "local": False}.get(source)
+    use_hub = hub_reachable() if use_hub is None else use_hub
+    why = "--source local is set" if source == "local" else "the hub is offline or unreachable"
+    tasks, skipped = [], {}
+    for name in names:
+        if use_hub:  # English subsets only (STS17 en-en, STS22 en)
+            tasks.append(mteb.get_task(name, languages=["eng"], exclusive_language_filter=True))
+        elif name in LOCAL_STS and data.available(LOCAL_STS[name], mirror=mirror):
+            tasks.append(local_task(name, data.load_eval(LOCAL_STS[name], None, "auto", mirror)))
+        elif name in LOCAL_STS:
+            skipped[name] = f"no local copy (see twodmse/data.py) and {why}"
+        else:
+            mteb.get_task(name)  # unknown names fail here, with MTEB's did-you-mean
+            skipped[name] = f"only on the Hugging Face hub and {why}; local: {', '.join(LOCAL_STS)}"
+    return tasks, skipped
+
+
+def _fresh(results, task, meta):
+    """The cached result of this cell if it was computed on exactly this data, else None.
+    (MTEB itself reuses a complete cached result even when the dataset revision changed.)"""
+    old = results.load_task_result(task.metadata.name, meta)
+    if old is None or old.dataset_revision != task.metadata.revision:
+        return None
+    return None if old.get_missing_evaluations(task) else old
+
+
+def evaluate_cells(store, tasks, cells, results, name, progress=True):
+    """Run every (layer, dim) cell on every task through mteb.evaluate -> tidy DataFrame."""
+    import mteb
+    from tqdm.auto import tqdm
+    rows = []
+    for task in tasks:
+        for layer, dim in tqdm(cells, desc=task.metadata.name, unit="cell", disable=not progress):
+            meta = cell_meta(name, store.checkpoint_hash, layer, dim, store.pooling, store.max_length)
+            result = _fresh(results, task, meta)
+            if result is None:
+                if not task.data_loaded:
+                    task.load_data()  # once for all cells, not once per mteb.evaluate call
+                # cache=None: we checked freshness above and save once below (MTEB would save twice)
+                result = mteb.evaluate(make_cell_encoder(store, layer, dim, meta), task, cache=None,
+                                       co2_tracker=False, show_progress_bar=False,
+                                       encode_kwargs={"batch_size": store.batch_size}).task_results[0]
+                results.save_to_cache(result, meta, encode_kwargs={"batch_size": store.batch_size})
+                result = _fresh(results, task, meta)  # as saved (rounded), so reruns match exactly
+            rows.append({"task": task.metadata.name, "layer": layer, "dim": dim,
+                         "main_score": result.get_score(), "metric": task.metadata.main_score,
+                         "model": name, "revision": store.checkpoint_hash})
+        if task.data_loaded:
+            task.unload_data()
+        store.memo.clear()  # the next task shares no texts; free the memory
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cache_dir=None,
+        pooling=None, max_length=128, batch_size=64, device=None, source="auto", mirror=None,
+        name=None, progress=True):
+    """Score cells of `model` on MTEB tasks; write OUT/mteb_scores.csv -> (DataFrame, info)."""
+    import mteb
+    from transformers import AutoConfig
+    store = AllLayers(model, pooling, max_length, cache_dir, batch_size, device, progress=progress)
+    config = AutoConfig.from_pretrained(store.path)
+    layers = layers or list(range(1, config.num_hidden_layers + 1))
+    dims = dims or backbone.default_dims(config.hidden_size)
+    bad = [n for n in layers if not 1 <= n <= config.num_hidden_layers] + \
+          [d for d in dims if not 1 <= d <= config.hidden_size]
+    if bad:
+        raise ValueError(f"{bad} out of range: layers must be in 1..{config.num_hidden_layers}, "
+                         f"dims in 1..{config.hidden_size}")
+    name = name or f"twodmse/{Path(str(model).rstrip('/')).name}"
+    names = task_names(tasks) if isinstance(tasks, str) else list(tasks)
+    task_objs, skipped = build_tasks(names, source, mirror)
+    for task_name, reason in skipped.items():
+        print(f"skipping {task_name}: {reason}", file=sys.stderr)
+    results = mteb.ResultCache(Path(out))
+    cells = [(n, d) for n in layers for d in dims]
+    df = evaluate_cells(store, task_objs, cells, results, name, progress)
+    util.write_csv(Path(out) / "mteb_scores.csv", df)
+    info = {"model": model, "model_path": str(store.path), "mteb_name": name,
+            "revision": store.checkpoint_hash, "pooling": store.pooling, "max_length": max_length,
+            "layers": layers, "dims": dims, "tasks": [t.metadata.name for t in task_objs],
+            "task_revisions": {t.metadata.name: t.metadata.revision for t in task_objs},
+            "skipped": skipped, "results_dir": str(results.cache_path / "results"),
+            "encodes": store.encodes, "model_loaded": store.encoder.cache_info().currsize > 0}
+    return df, info
+
+
+def int_list(text):
+    return [int(x) for x in text.split(",")]
+
+
+def _run(args):
+    import logging
+    logging.getLogger("mteb").setLevel(logging.ERROR)  # per-cell notices would bury the progress bars
+    started = time.time()
+    try:
+        df, info = run(args.model, args.tasks, args.out, args.layers, args.dims,
+                       args.cache, args.pooling, args.max_length, args.batch_size, args.device,
+                       args.source, args.mirror, args.name)
+    except (KeyError, ValueError, FileNotFoundError, backbone.BackboneNotFound) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    info["wall_s"] = round(time.time() - started, 2)
+    util.write_json(Path(args.out) / "mteb_run.json", util.provenance(
+        {k: v for k, v in vars(args).items() if k != "func"}, **info))
+    if df.empty:
+        print("no task could run here (see the skip messages above)", file=sys.stderr)
+        return 1
+    best = df.loc[df.groupby("task").main_score.idxmax()]
+    for r in best.itertuples():
+        print(f"{r.task:>28s} best {r.metric} {r.main_score:.4f} at layer {r.layer} dim {r.dim}")
+    print(f"wrote {Path(args.out) / 'mteb_scores.csv'} ({len(df)} rows), mteb_run.json, "
+          f"and MTEB's JSON under {info['results_dir']}")
+
+
+def add_cli(sub):
+    import argparse
+    p = sub.add_parser(
+        "mteb", help="score every (layer, dim) cell of a model with MTEB",
+        description="Run MTEB tasks on every layer x width cell of a checkpoint. Each task is encoded "
+                    "once at all layers (embeddings cached by checkpoint content hash); every cell is "
+                    "a slice of that, scored by MTEB itself and saved in MTEB's results layout with "
+                    "the content hash as revision, so checkpoints never share scores.",
+        epilog="Examples:\n"
+               "  twodmse mteb --out results/mteb-minilm                   # default STS tasks\n"
+               "  twodmse mteb --model runs/full/model --tasks paper --out results/mteb-full\n"
+               "  twodmse mteb --tasks STSBenchmark,SICK-R --layers 3,6 --dims 384,64 --out /tmp/m\n"
+               "Outputs: DIR/mteb_scores.csv (task, layer, dim, main_score, metric, model, revision),\n"
+               "DIR/mteb_run.json (provenance) and MTEB's JSON under DIR/results/, one experiment\n"
+               "folder per cell: mteb.ResultCache(DIR).load_results(load_experiments='match_name').\n"
+               "Rerunning into the same DIR reuses finished cells. Offline (HF_HUB_OFFLINE=1 or no\n"
+               "network) the STS tasks run as '<Name>-local' copies built from twodmse.data (mirror,\n"
+               "embedded STS-B); tasks with no local copy are skipped with a message.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=backbone.DEFAULT_MODEL, help="hub id or local folder")
+    p.add_argument("--tasks", default="default",
+                   help="'default' (STS), 'paper' (STS + classification, clustering, retrieval; "
+                        "lists in configs/mteb_tasks.yaml) or comma-separated MTEB task names")
+    p.add_argument("--out", required=True, help="output folder (CSV, provenance, MTEB results)")
+    p.add_argument("--layers", type=int_list, help="comma list of layers (default: all)")
+    p.add_argument("--dims", type=int_list,
+                   help="comma list of widths (default: halvings of the hidden size)")
+    p.add_argument("--cache", help="embedding cache folder (default $TWODMSE_CACHE or ~/.cache/twodmse)")
+    p.add_argument("--source", default="auto", choices=["auto", "hub", "local"],
+                   help="auto: MTEB's hub tasks when the hub answers, else local STS copies")
+    p.add_argument("--mirror", help="data mirror folder (default $TWODMSE_DATA or ../shared/data)")
+    p.add_argument("--name", help="model name in MTEB results (default twodmse/<model basename>)")
+    p.add_argument("--pooling", choices=backbone.POOLINGS, help="default: as the model folder declares")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text (default 128)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.set_defaults(func=_run)
