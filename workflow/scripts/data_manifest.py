@@ -19,19 +19,19 @@ def checksum(*columns):
     return h.hexdigest()
 
 
-def eval_split(name, split):
-    # As twodmse eval does: SICK-R is scored on all 9,927 pairs when the test split is asked for.
-    return "all" if name == "sickr" and split == "test" else split
+def eval_split(split):
+    # As twodmse eval does: "standard" = the dataset's usual split (SICK-R: all 9,927 pairs).
+    return None if split == "standard" else split
 
 
 def describe_eval(name, split):
-    pairs = data.load_eval(name, eval_split(name, split))
+    pairs = data.load_eval(name, eval_split(split))
     return {"available": True, "split": pairs.split, "n_pairs": len(pairs), "source": pairs.source,
             "sha256": checksum(pairs.s1, pairs.s2, pairs.scores)}
 
 
-def describe_train(spec):
-    d = data.load_train(spec)
+def describe_train(spec, source="auto"):
+    d = data.load_train(spec, source=source)
     if isinstance(d, data.Triplets):
         return {"available": True, "kind": "triplets", "n": len(d), "source": d.source,
                 "sha256": checksum(d.anchor, d.positive, d.negative)}
@@ -47,12 +47,12 @@ def try_describe(describe, *args):
         return {"available": False, "reason": f"{type(e).__name__}: {e}"}, str(e)
 
 
-def manifest(datasets, split, train_data):
+def manifest(datasets, split, train_data, train_source="auto"):
     """(manifest dict, list of problems that must stop the workflow)."""
     problems, evals, train = [], {}, {}
     names = data.EVAL_DATASETS if datasets == "all" else datasets
     for name in names:
-        if datasets == "all" and not data.available(name, split=eval_split(name, split)):
+        if datasets == "all" and not data.available(name, split=eval_split(split)):
             evals[name] = {"available": False, "reason": "no local copy; `--datasets all` skips it"}
             continue
         evals[name], error = try_describe(describe_eval, name, split)
@@ -61,7 +61,7 @@ def manifest(datasets, split, train_data):
     if datasets == "all" and not any(e["available"] for e in evals.values()):
         problems.append(f"no evaluation set is readable here: {evals}")
     for spec in train_data:
-        train[spec], error = try_describe(describe_train, spec)
+        train[spec], error = try_describe(describe_train, spec, train_source)
         if error:
             problems.append(f"training data {spec!r}: {error}")
     mirror = data.mirror_dir()
@@ -70,7 +70,8 @@ def manifest(datasets, split, train_data):
 
 def main(sm):
     with open(sm.log[0], "w") as log:
-        result, problems = manifest(sm.params.datasets, sm.params.split, sm.params.train_data)
+        result, problems = manifest(sm.params.datasets, sm.params.split, sm.params.train_data,
+                                    sm.params.train_source)
         for name, entry in {**result["eval"], **result["train"]}.items():
             print(f"{name}: {entry.get('source') or entry.get('reason')}", file=log)
         if problems:
