@@ -29,10 +29,12 @@ def score(method, dataset, layer, dim, seed):
 
 
 def write_grid(path, method, seed):
-    rows = [dict(model="tiny", method=method, dataset=ds, split="test", layer=l, dim=d,
+    rows = [dict(model="tiny", method=method, dataset=ds, split=report.STANDARD_SPLIT.get(ds, "test"), layer=l, dim=d,
                  spearman=score(method, ds, l, d, seed), pearson=0.0, n_pairs=10)
             for ds in report.STS_TEST for l in LAYERS for d in DIMS]
-    # a dev split with absurd scores: the report must ignore it
+    # SICK-R's own test split and a dev split with absurd scores: the report must ignore them
+    rows += [dict(model="tiny", method=method, dataset="sickr", split="test", layer=l, dim=d,
+                  spearman=-999.0, pearson=0.0, n_pairs=10) for l in LAYERS for d in DIMS]
     rows += [dict(model="tiny", method=method, dataset="stsb", split="validation", layer=l, dim=d,
                   spearman=-999.0, pearson=0.0, n_pairs=10) for l in LAYERS for d in DIMS]
     path.parent.mkdir(parents=True)

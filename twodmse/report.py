@@ -114,9 +114,18 @@ def load_published(folder):
 
 # ---------------------------------------------------------------- views of the grid
 
+# The split each set is scored on (as twodmse eval and MTEB do): SICK-R on all 9,927 pairs.
+STANDARD_SPLIT = {"sickr": "all"}
+
+
+def scored(grid):
+    """Rows on each dataset's standard split."""
+    return grid.split == grid.dataset.map(lambda d: STANDARD_SPLIT.get(d, "test"))
+
+
 def sts_sets(grid, backbone):
     """STS test sets that every method of this backbone has: the average is over the same sets."""
-    g = grid[(grid.backbone == backbone) & (grid.split == "test") & grid.dataset.isin(STS_TEST)]
+    g = grid[(grid.backbone == backbone) & scored(grid) & grid.dataset.isin(STS_TEST)]
     per_method = [set(d.dataset) for _, d in g.groupby("method")]
     common = set.intersection(*per_method) if per_method else set()
     return [d for d in STS_TEST if d in common]
@@ -127,7 +136,7 @@ def cell_scores(grid, backbone, view):
 
     Returns (cells, per_seed, datasets), or None when the backbone has no rows for the view."""
     datasets = sts_sets(grid, backbone) if view == "avg" else ["stsb"]
-    g = grid[(grid.backbone == backbone) & (grid.split == "test") & grid.dataset.isin(datasets)]
+    g = grid[(grid.backbone == backbone) & scored(grid) & grid.dataset.isin(datasets)]
     if g.empty:
         return None
     # unweighted mean over datasets, as the papers average their STS tables
