@@ -151,6 +151,16 @@ def all_run_configs():
     return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m in TRAINED for s in SEEDS}
 
 
+def load_script(name):
+    """A module of workflow/scripts/, for `run:` blocks."""
+    import importlib.util
+    path = Path(workflow.basedir) / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
 def train_data_specs():
     """Every training set some run uses (the data check loads each once)."""
     specs = {config["train"].get("train_data", "stsb")}
