@@ -30,8 +30,7 @@ def plain_encode(enc, sentences, batch_size):
 
 def full_grid(enc, pairs, unique, batch_size):
     emb = evaluate.embed_all_layers(enc, unique, batch_size, progress=False)
-    index = {s: i for i, s in enumerate(unique)}
-    e1, e2 = emb[:, [index[s] for s in pairs.s1]], emb[:, [index[s] for s in pairs.s2]]
+    e1, e2 = evaluate.by_pair(emb, unique, pairs)
     return evaluate.grid_scores(e1, e2, pairs.scores, backbone.default_dims(enc.hidden_size))
 
 

@@ -1,4 +1,5 @@
 """Report from synthetic cached grids, and the tidy published numbers."""
+import argparse
 import importlib.util
 import re
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_summary_tables_hold_the_right_numbers(made, view, datasets):
 
 
 def test_command_line_runs_the_report(made, tmp_path, capsys):
-    parser = report.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     report.add_cli(parser.add_subparsers())
     args = parser.parse_args(["report", "--results", str(made[3]), "--out", str(tmp_path),
                               "--published", "", "--formats", "png", "--baseline", "2dmse"])
@@ -136,7 +137,7 @@ def test_non_numeric_cell_names_the_line(tmp_path):
 
 
 def test_missing_inputs_give_clear_messages(tmp_path, capsys):
-    args = report.argparse.Namespace(results=str(tmp_path / "nope"), out=str(tmp_path / "o"),
+    args = argparse.Namespace(results=str(tmp_path / "nope"), out=str(tmp_path / "o"),
                                      published="", speed=None, baseline=None, formats="png")
     assert report.run(args) == 2
     assert f"results folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err

@@ -103,6 +103,11 @@ def pair_embeddings(get_encoder, checkpoint_hash, pooling, max_length, pairs, ca
     unique = sorted(set(pairs.s1) | set(pairs.s2))
     emb = cached_embeddings(get_encoder, checkpoint_hash, pooling, max_length,
                             f"{pairs.name}-{pairs.split}", unique, cache_dir, batch_size, progress)
+    return by_pair(emb, unique, pairs)
+
+
+def by_pair(emb, unique, pairs):
+    """Embeddings [L, U, H] of distinct sentences -> [L, N, H] for each side of the pairs."""
     index = {s: i for i, s in enumerate(unique)}
     return emb[:, [index[s] for s in pairs.s1]], emb[:, [index[s] for s in pairs.s2]]
 

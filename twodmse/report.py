@@ -18,7 +18,6 @@ Only cached CSVs are read (no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, pareto_*, published_* (PNG+PDF), summary_{avg,stsb}.{md,tex}
 and index.md (what was written and what was skipped, and why).
 """
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twodmse.data import SPLITS
 from twodmse.util import atomic_write, write_text
 
 GRID_GLOB = "*/*/seed*/grid.csv"
@@ -114,8 +114,8 @@ def load_published(folder):
 
 # ---------------------------------------------------------------- views of the grid
 
-# The split each set is scored on (as twodmse eval and MTEB do): SICK-R on all 9,927 pairs.
-STANDARD_SPLIT = {"sickr": "all"}
+# The split each set is scored on (data.load_eval's default, as MTEB does): SICK-R on all 9,927 pairs.
+STANDARD_SPLIT = {name: splits[0] for name, splits in SPLITS.items()}
 
 
 def scored(grid):
