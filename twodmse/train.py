@@ -16,6 +16,7 @@ every forward pass of one gradient accumulation), so its seeded sampling is repr
 import argparse
 import csv
 import difflib
+import functools
 import json
 import math
 import os
@@ -49,6 +50,9 @@ CONFIG = {
     "max_steps": (None, int, "optimizer steps; when set it overrides epochs"),
     "batch_size": (32, int, "pairs (or triplets) per forward pass"),
     "grad_accum": (1, int, "forward passes per optimizer step"),
+    "length_chunks": (4, int, "a batch's sentences are sorted by length and encoded in this many chunks, each "
+                              "padded only to its own longest (the loss still sees the whole batch); 1 = one "
+                              "padded forward"),
     "lr": (2e-5, float, "peak AdamW learning rate"),
     "warmup_ratio": (0.1, float, "fraction of steps of linear warmup; then linear decay to 0"),
     "weight_decay": (0.01, float, "AdamW decay of weight matrices (not biases or LayerNorm)"),
@@ -101,7 +105,8 @@ def validate(cfg, source="config"):
         raise ConfigError(f"{source}: 'train_source' must be one of {data.SOURCES}; got {out['train_source']!r}")
     if out["pooling"] not in (None, *backbone.POOLINGS):
         raise ConfigError(f"{source}: 'pooling' must be one of {backbone.POOLINGS} or null; got {out['pooling']!r}")
-    for key in ("max_length", "epochs", "max_steps", "batch_size", "grad_accum", "save_every", "limit"):
+    for key in ("max_length", "epochs", "max_steps", "batch_size", "grad_accum", "length_chunks", "save_every",
+                "limit"):
         if out[key] is not None and out[key] < 1:
             raise ConfigError(f"{source}: '{key}' must be >= 1; got {out[key]}")
     if out["method"] == "st-matryoshka2d" and out["loss"]:
@@ -265,6 +270,7 @@ def _fit(enc, objective, examples, cfg, paths, resume=True, desc="train"):
     log = LossLog(paths["csv"], offset)
     kill_at = int(os.environ.get("TWODMSE_KILL_AT_STEP", 0))  # test hook: SIGKILL ourselves after this step
 
+    forward = functools.partial(enc, chunks=cfg["length_chunks"])
     enc.train()
     start, losses, perm, perm_epoch = time.perf_counter(), [], None, None
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True)
@@ -278,7 +284,7 @@ def _fit(enc, objective, examples, cfg, paths, resume=True, desc="train"):
                     perm, perm_epoch = _shuffle(n, cfg["seed"], epoch), epoch
                 idx = perm[i * bsz:(i + 1) * bsz].tolist()
                 with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, logs = objective(enc, _batch(enc, columns, scores, idx), step)
+                    loss, logs = objective(forward, _batch(enc, columns, scores, idx), step)
                 if not torch.isfinite(loss):
                     raise _diverged(f"loss is {loss.item()}", step, micro / per_epoch, last_good, cfg)
                 (loss / accum).backward()
