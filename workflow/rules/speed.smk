@@ -1,6 +1,6 @@
 # Speed: what each (layers, dim) cell of a backbone costs to encode and search. The architecture sets the
-# cost, not the weights, so it runs once per backbone. It asks for every core (threads), so locally no other
-# job runs beside it and disturbs the timing.
+# cost, not the weights, so it runs once per backbone. It asks for every core (64 threads, which Snakemake caps at
+# --cores), so locally no other job runs beside it and disturbs the timing.
 
 
 rule speed:
@@ -12,7 +12,7 @@ rule speed:
     params:
         model=lambda w: backbone_model(w.backbone),
         args=speed_args(),
-    threads: config["threads"]
+    threads: max(config["threads"], 64)  # locally capped at --cores: every core; SLURM: set-threads
     log:
         "runs/logs/speed/{backbone}.log",
     benchmark:
