@@ -15,8 +15,9 @@ $(VENV)/.installed: pyproject.toml requirements-offline.txt constraints-cpu.txt
 	$(BIN)/pip install -q --no-deps -r requirements-offline.txt
 	touch $@
 
+# ARGS go to snakemake, e.g. `make run ARGS=--forceall` to recompute the committed results from scratch.
 run: setup
-	$(BIN)/snakemake
+	$(BIN)/snakemake $(ARGS)
 
 figures: setup
 	$(BIN)/snakemake figures

@@ -172,6 +172,32 @@ def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tm
     assert json.loads((out / "train_info.json").read_text())["resumed_from_step"] == 3
 
 
+def test_two_torchrun_processes_train_like_one_process_with_grad_accum_2(tiny_bert, pairs_file, tmp_path):
+    # No dropout, so the only difference left is who computes which slice of each global batch.
+    cfg_json = json.loads((tiny_bert / "config.json").read_text())
+    cfg_json.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (tiny_bert / "config.json").write_text(json.dumps(cfg_json))
+    # 20 pairs, 5 per process: each step takes the same 10 rows as one process with grad_accum 2 (3 epochs)
+    cfg = config(tiny_bert, pairs_file, batch_size=5, max_steps=6, save_every=4)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    train.train({**cfg, "grad_accum": 2}, tmp_path / "one")
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "twodmse.cli", "train", "--config", str(cfg_path), "--out", str(tmp_path / "two")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = read_csv(tmp_path / "one" / "loss.csv"), read_csv(tmp_path / "two" / "loss.csv")
+    assert [r["step"] for r in two] == [str(i) for i in range(1, 7)]  # one writer: no duplicate rows
+    np.testing.assert_allclose([float(r["loss"]) for r in two], [float(r["loss"]) for r in one], rtol=1e-4)
+    a, b = safetensors_weights(tmp_path / "one" / "model"), safetensors_weights(tmp_path / "two" / "model")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+    info = json.loads((tmp_path / "two" / "train_info.json").read_text())
+    assert info["processes"] == 2 and info["steps"] == 6
+
+
 # ------------------------------------------------------------------ divergence
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_bert, pairs_file, tmp_path, monkeypatch):
