@@ -253,6 +253,25 @@ def test_separate_trains_one_truncated_model_per_depth(tiny_bert, pairs_file, tm
     assert sorted(json.loads((out / "train_info.json").read_text())["models"]) == ["1", "2", "3"]
 
 
+def test_separate_top_depth_is_the_baseline_run_so_it_can_be_copied(tiny_bert, pairs_file, tmp_path):
+    base = train.train(config(tiny_bert, pairs_file, method="baseline", max_steps=2), tmp_path / "base")
+    trained = tmp_path / "sep"
+    train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2), trained)
+    a, b = safetensors_weights(base), safetensors_weights(trained / "model_layers3")
+    for name in a:  # training the full depth again gives the baseline's weights exactly
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+
+    copied = tmp_path / "sep-copied"
+    train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2,
+                       method_options={"top_model": str(base)}), copied)
+    assert safetensors_weights(copied / "model_layers3").keys() == a.keys()
+    assert json.loads((copied / "train_info_layers3.json").read_text())["copied_from"] == str(base)
+    assert not (copied / "loss_layers3.csv").exists() and (copied / "loss_layers2.csv").exists()
+    with pytest.raises(train.ConfigError, match="differs in: lr"):
+        train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2, lr=1e-4,
+                           method_options={"top_model": str(base)}), tmp_path / "sep-other")
+
+
 def test_st_matryoshka2d_trains_and_saves_sentence_transformers_format(tiny_bert, pairs_file, tmp_path):
     st = pytest.importorskip("sentence_transformers")
     out = tmp_path / "st"

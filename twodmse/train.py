@@ -506,13 +506,41 @@ def train(cfg, out_dir, resume=True):
     if not resume and _world()[0] == 0:
         (out / "train_info.json").unlink(missing_ok=True)
     num_layers = backbone.load(cfg["model"]).num_layers
-    runs = {k: _run(cfg, _paths(out, f"_layers{k}"), "baseline", layers=k, resume=resume)
-            for k in range(1, num_layers + 1)}
+    top = cfg["method_options"].get("top_model")
+    depth_cfg = {**cfg, "method_options": {k: v for k, v in cfg["method_options"].items() if k != "top_model"}}
+    runs = {k: _run(depth_cfg, _paths(out, f"_layers{k}"), "baseline", layers=k, resume=resume)
+            for k in range(1, num_layers + (0 if top else 1))}
+    if top:
+        runs[num_layers] = _reuse_top(depth_cfg, top, _paths(out, f"_layers{num_layers}"))
     if _world()[0] == 0:
         util.write_json(out / "train_info.json", util.provenance(cfg, models={
             k: {key: r.get(key) for key in ("model_dir", "steps", "wall_time_s", "final_loss")}
             for k, r in runs.items()}))
     return out
+
+
+def _reuse_top(cfg, top, paths):
+    """separate's full-depth model is the baseline trained with the same settings: copy that run's model instead
+    of training it again (method_options.top_model = its model folder; its train_info.json must match)."""
+    top = Path(top)
+    info_path = top.parent / "train_info.json"
+    if not info_path.is_file():
+        raise ConfigError(f"method_options.top_model: {info_path} not found; train that baseline run first")
+    info = json.loads(info_path.read_text())
+    want = json.loads(json.dumps({**cfg, "method": "baseline"}, default=str))
+    if info.get("config") != want:
+        changed = sorted(k for k in want if info.get("config", {}).get(k) != want[k])
+        raise ConfigError(f"method_options.top_model: {top} was trained with other settings (differs in: "
+                          f"{', '.join(changed)}); only the same baseline run can stand in for the top depth")
+    if _world()[0] == 0:
+        tmp = paths["model"].with_name(f".{paths['model'].name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(top, tmp)
+        shutil.rmtree(paths["model"], ignore_errors=True)
+        os.replace(tmp, paths["model"])
+        util.write_json(paths["info"], {**info, "model_dir": str(paths["model"]), "copied_from": str(top)})
+    _barrier()
+    return {**info, "model_dir": str(paths["model"])}
 
 
 # ---------------------------------------------------------------------------------------------- st-matryoshka2d
@@ -660,7 +688,8 @@ def add_cli(subparsers):
     epilog += ("\n\noutputs: out/loss.csv (one row per step), out/checkpoint/ (every save_every steps; removed at the"
                "\nend), out/model/ (sentence-transformers format), out/train_info.json (provenance; marks it done)."
                "\nA killed run resumes from out/checkpoint/ when restarted with the same command."
-               "\nmethod `separate` trains one baseline model per depth k: out/model_layers{k}/, no out/model."
+               "\nmethod `separate` trains one baseline model per depth k: out/model_layers{k}/, no out/model;"
+               "\n  method_options: {top_model: DIR} copies the full depth from that baseline run (same settings)."
                "\nmethod `st-matryoshka2d` needs sentence-transformers>=3, datasets and accelerate."
                "\nExamples: configs/train/*.yaml")
     p = subparsers.add_parser("train", help="train a backbone with an elastic objective",

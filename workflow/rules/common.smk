@@ -137,12 +137,39 @@ def train_command():
     return f"{launcher} -m twodmse.cli train" if launcher else "twodmse train"
 
 
-def run_config(w):
-    """The `twodmse train --config` mapping of one run: shared train keys, then the method's overrides."""
+def run_settings(w):
+    """Shared train keys, then the method's overrides."""
     settings = dict(SETTINGS.get(w.method, {}))
     settings.pop("method", None)
     return {**config["train"], **settings,
             "model": backbone_model(w.backbone), "method": base_method(w.method), "seed": int(w.seed)}
+
+
+def baseline_twin(w):
+    """For a `separate` run: a baseline run in `methods` with the same settings, or None. Its model is exactly
+    separate's full-depth model (same loss, data, seed), so separate copies it instead of training it again."""
+    if base_method(w.method) != "separate":
+        return None
+    Run = namedtuple("Run", "backbone method seed")
+    want = {**run_settings(w), "method": "baseline"}
+    for m in SINGLE:
+        twin = Run(w.backbone, m, w.seed)
+        if base_method(m) == "baseline" and run_settings(twin) == want:
+            return twin
+    return None
+
+
+def run_config(w):
+    """The `twodmse train --config` mapping of one run."""
+    cfg = run_settings(w)
+    if (twin := baseline_twin(w)) is not None:
+        cfg["method_options"] = {**cfg.get("method_options", {}), "top_model": f"{run_dir(twin)}/model"}
+    return cfg
+
+
+def twin_input(w):
+    twin = baseline_twin(w)
+    return [f"{run_dir(twin)}/train_info.json"] if twin else []
 
 
 def all_run_configs():

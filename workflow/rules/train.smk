@@ -47,6 +47,7 @@ rule train:
         manifest=ancient("results/data_manifest.json"),  # data checked first; never a reason to retrain
         checked=ancient("runs/train_configs.checked"),  # all run configs too
         backbone=backbone_input,
+        top=twin_input,  # separate: the baseline run whose model is its full depth
     output:
         "runs/{backbone}/{method}/seed{seed}/train_info.json",
     wildcard_constraints:

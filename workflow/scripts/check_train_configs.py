@@ -14,13 +14,15 @@ def problems_of(run, cfg):
         cfg = train.validate(cfg, source=f"run {run}")
     except train.ConfigError as e:
         return [str(e)]
-    method = "baseline" if cfg["method"] == "separate" else cfg["method"]  # separate trains baselines
+    separate = cfg["method"] == "separate"
+    method = "baseline" if separate else cfg["method"]  # separate trains baselines
     out = []
     if method in methods.OPTIONS:
-        bad = set(cfg["method_options"]) - methods.OPTIONS[method]
+        allowed = methods.OPTIONS[method] | ({"top_model"} if separate else set())
+        bad = set(cfg["method_options"]) - allowed
         if bad:
             out.append(f"run {run}: method {cfg['method']} has no option(s) {sorted(bad)}; "
-                       f"it takes {sorted(methods.OPTIONS[method])}")
+                       f"it takes {sorted(allowed)}")
         try:
             losses.config(cfg["loss"], 2)  # the same keys for pairs and triplets
         except ValueError as e:
