@@ -210,3 +210,9 @@ def test_method_missing_from_one_view_is_left_out_with_a_note(tmp_path):
     assert "sickr, sts12, sts13, sts14, sts15, sts16)" in (tmp_path / "out" / "summary_avg.md").read_text()
     assert not (tmp_path / "out" / "gain_tiny_stsb.png").exists()  # nothing to compare with
     assert (tmp_path / "out" / "gain_tiny_avg.png").exists()
+
+
+@pytest.mark.parametrize("n", [3, 10, 12, 20])
+def test_every_method_gets_its_own_colour(n):
+    colors = report.palette([f"method{i}" for i in range(n)])
+    assert len(set(colors.values())) == n

@@ -225,8 +225,9 @@ def save(fig, out, name, formats):
 
 
 def palette(methods):
+    """One distinct colour per method: tab10, or tab20 when there are more than 10 (ablations added)."""
     import matplotlib.pyplot as plt
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
     return {m: colors[i % len(colors)] for i, m in enumerate(methods)}
 
 
