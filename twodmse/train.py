@@ -170,6 +170,11 @@ def _world():
     return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
 
 
+def _is_main():
+    """True in the process that writes files (the only one in a plain run)."""
+    return _world()[0] == 0
+
+
 def _device(cfg):
     device = cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     rank, world, local = _world()
@@ -438,7 +443,7 @@ def save_sentence_transformer(model, tokenizer, pooling, max_length, path):
 
 def _finish(enc, cfg, paths, summary, **extra):
     info = util.provenance(cfg, **summary, model_dir=str(paths["model"]), **extra)
-    if _world()[0] == 0:
+    if _is_main():
         save_sentence_transformer(enc.model, enc.tokenizer, enc.pooling, enc.max_length, paths["model"])
         util.write_json(paths["info"], info)  # written last: marks the run as finished
         shutil.rmtree(paths["ckpt"], ignore_errors=True)
@@ -503,7 +508,7 @@ def train(cfg, out_dir, resume=True):
         _run(cfg, _paths(out), cfg["method"], resume=resume)
         return _paths(out)["model"]
     # separate: the upper bound, one baseline model per depth k, each cut to k layers before training.
-    if not resume and _world()[0] == 0:
+    if not resume and _is_main():
         (out / "train_info.json").unlink(missing_ok=True)
     num_layers = backbone.load(cfg["model"]).num_layers
     top = cfg["method_options"].get("top_model")
@@ -512,7 +517,7 @@ def train(cfg, out_dir, resume=True):
             for k in range(1, num_layers + (0 if top else 1))}
     if top:
         runs[num_layers] = _reuse_top(depth_cfg, top, _paths(out, f"_layers{num_layers}"))
-    if _world()[0] == 0:
+    if _is_main():
         util.write_json(out / "train_info.json", util.provenance(cfg, models={
             k: {key: r.get(key) for key in ("model_dir", "steps", "wall_time_s", "final_loss")}
             for k, r in runs.items()}))
@@ -532,15 +537,16 @@ def _reuse_top(cfg, top, paths):
         changed = sorted(k for k in want if info.get("config", {}).get(k) != want[k])
         raise ConfigError(f"method_options.top_model: {top} was trained with other settings (differs in: "
                           f"{', '.join(changed)}); only the same baseline run can stand in for the top depth")
-    if _world()[0] == 0:
+    info = {**info, "model_dir": str(paths["model"]), "copied_from": str(top)}
+    if _is_main():
         tmp = paths["model"].with_name(f".{paths['model'].name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(top, tmp)
         shutil.rmtree(paths["model"], ignore_errors=True)
         os.replace(tmp, paths["model"])
-        util.write_json(paths["info"], {**info, "model_dir": str(paths["model"]), "copied_from": str(top)})
+        util.write_json(paths["info"], info)
     _barrier()
-    return {**info, "model_dir": str(paths["model"])}
+    return info
 
 
 # ---------------------------------------------------------------------------------------------- st-matryoshka2d

@@ -137,6 +137,9 @@ def train_command():
     return f"{launcher} -m twodmse.cli train" if launcher else "twodmse train"
 
 
+Run = namedtuple("Run", "backbone method seed")  # the wildcards of one run, outside a job
+
+
 def run_settings(w):
     """Shared train keys, then the method's overrides."""
     settings = dict(SETTINGS.get(w.method, {}))
@@ -150,7 +153,6 @@ def baseline_twin(w):
     separate's full-depth model (same loss, data, seed), so separate copies it instead of training it again."""
     if base_method(w.method) != "separate":
         return None
-    Run = namedtuple("Run", "backbone method seed")
     want = {**run_settings(w), "method": "baseline"}
     for m in SINGLE:
         twin = Run(w.backbone, m, w.seed)
@@ -174,7 +176,6 @@ def twin_input(w):
 
 def all_run_configs():
     """{"<backbone>/<method>/seed<k>": run config} of every trained run."""
-    Run = namedtuple("Run", "backbone method seed")
     return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m in TRAINED for s in SEEDS}
 
 
