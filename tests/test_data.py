@@ -9,6 +9,7 @@ import pytest
 
 from twodmse import data
 from twodmse.data import DataError, HubUnavailable, Pairs, Triplets
+from twodmse.util import UserError
 
 
 @pytest.fixture
@@ -177,17 +178,17 @@ def test_sources_available_and_errors(tmp_path, monkeypatch):
     assert data.available("sts13", mirror=root) and not data.available("sts13", source="hub", mirror=root)
     (root / "sts12-16" / "original" / "STS13-en-test" / "STS.gs.OnWN.txt").unlink()
     assert not data.available("sts13", source="mirror", mirror=root)
-    with pytest.raises(FileNotFoundError, match="STS.gs.OnWN.txt missing"):
+    with pytest.raises(UserError, match="STS.gs.OnWN.txt missing"):
         data.load_eval("sts13", source="mirror", mirror=root)
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
+    with pytest.raises(UserError, match="is not a folder"):
         data.mirror_dir(tmp_path / "nope")
     monkeypatch.setenv("TWODMSE_DATA", str(root))
     assert data.mirror_dir() == root and data.mirror_dir(tmp_path) == tmp_path  # argument beats env
-    with pytest.raises(ValueError, match="choose from stsb, sickr"):
+    with pytest.raises(UserError, match="choose from stsb, sickr"):
         data.load_eval("sts17")
-    with pytest.raises(ValueError, match="no split 'train'"):
+    with pytest.raises(UserError, match="no split 'train'"):
         data.load_eval("sts12", "train")
-    with pytest.raises(ValueError, match="unknown source"):
+    with pytest.raises(UserError, match="unknown source"):
         data.load_eval("stsb", source="web")
 
 
@@ -265,9 +266,9 @@ def test_user_file_errors_list_accepted_forms(tmp_path):
         data.load_file(write(tmp_path / "cols.csv", "premise,hypothesis\na,b\n"))
     with pytest.raises(DataError, match=r"unknown file type '\.parquet'.*sentence1,sentence2,score"):
         data.load_file(tmp_path / "x.parquet")
-    with pytest.raises(ValueError, match="use 'stsb', 'nli' or the path of a .jsonl"):
+    with pytest.raises(UserError, match="use 'stsb', 'nli' or the path of a .jsonl"):
         data.load_train("snli")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         data.load_train(str(tmp_path / "missing.jsonl"))
 
 
@@ -327,13 +328,13 @@ def test_hub_columns_splits_and_nli_fallback(monkeypatch, no_network):
             raise ValueError("gone")
         if repo_id == "sentence-transformers/all-nli":
             return {"anchor": ["a"], "positive": ["p"], "negative": ["n"]}
-        return {"sentence1": [" one "], "sentence2": ["two"], "score": [3]}
+        return {"sentence1": [" one ", "b"], "sentence2": ["two", "c"], "score": [3, 1]}
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     p = data.load_eval("stsb", "dev", source="hub")
-    assert (p.s1, p.s2, list(p.scores), p.split) == (["one"], ["two"], [3.0], "dev")
+    assert (p.s1, p.s2, list(p.scores), p.split) == (["one", "b"], ["two", "c"], [3.0, 1.0], "dev")
     assert calls[-1] == ("mteb/stsbenchmark-sts", None, "validation", data.HUB_IDS["stsb"][1])
     assert data.load_eval("sickr", source="hub").split == "all" and calls[-1][2] == "test"
-    with pytest.raises(ValueError, match="needs the mirror"):
+    with pytest.raises(UserError, match="needs the mirror"):
         data.load_eval("sickr", "train", source="hub")
     t = data.load_train("nli", source="hub")
     assert (t.anchor, t.positive, t.negative, t.source) == (["a"], ["p"], ["n"], "hub:sentence-transformers/all-nli")

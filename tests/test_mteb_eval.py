@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from twodmse.backbone import make_tiny as make_tiny_bert
-from twodmse import backbone, data, evaluate
+from twodmse import backbone, data, evaluate, util
 
 pytest.importorskip("mteb", reason="mteb is not installed (pip install 'twodmse[mteb]')")
 from twodmse import mteb_eval  # noqa: E402
@@ -110,7 +110,7 @@ def test_offline_skips_hub_only_tasks_with_a_reason(monkeypatch):
     tasks, skipped = mteb_eval.build_tasks(["Banking77Classification", "SICK-R"])
     assert tasks == [] and set(skipped) == {"Banking77Classification", "SICK-R"}
     assert "hub is offline" in skipped["Banking77Classification"]
-    with pytest.raises(KeyError):
+    with pytest.raises(util.UserError, match="--tasks: .*NoSuchTask"):
         mteb_eval.build_tasks(["NoSuchTask"])
     # online, MTEB's own tasks are used, English subsets only (no network needed to build them)
     monkeypatch.setattr(mteb_eval, "hub_reachable", lambda: True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twodmse import report
+from twodmse import cli, report
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "configs" / "published"
@@ -139,7 +139,9 @@ def test_non_numeric_cell_names_the_line(tmp_path):
 def test_missing_inputs_give_clear_messages(tmp_path, capsys):
     args = argparse.Namespace(results=str(tmp_path / "nope"), out=str(tmp_path / "o"),
                                      published="", speed=None, baseline=None, formats="png")
-    assert report.run(args) == 2
+    with pytest.raises(report.ReportError, match=f"results folder {tmp_path / 'nope'} does not exist"):
+        report.run(args)
+    assert cli.main(["report", "--results", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert f"results folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     (tmp_path / "res" / "flat").mkdir(parents=True)
     (tmp_path / "res" / "flat" / "grid.csv").write_text("x\n")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from twodmse import backbone, cli, speed
+from twodmse import backbone, cli, speed, util
 
 LAYERS, HIDDEN = 3, 32
 
@@ -99,7 +99,7 @@ def test_measure_always_adds_the_full_reference(tiny_model):
     df, _ = speed.measure(tiny_model, layers=[1], dims=[8], repeats=1, n_docs=20, batch_size=2,
                           n_latency=1, progress=False)
     assert set(zip(df.layers, df.dim)) == {(1, 8), (1, HIDDEN), (LAYERS, 8), (LAYERS, HIDDEN)}
-    with pytest.raises(ValueError, match="layers"):
+    with pytest.raises(util.UserError, match=rf"--layers: layers \[{LAYERS + 1}\] out of range"):
         speed.measure(tiny_model, layers=[LAYERS + 1], repeats=1, n_docs=20, progress=False)
 
 

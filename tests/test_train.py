@@ -77,7 +77,7 @@ def test_config_rejects_unknown_key_and_wrong_type():
 def test_cli_reports_bad_config_key_and_help_lists_every_key(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("method: full\nbatch_sise: 8\n")
-    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "batch_sise" in err and "batch_size" in err
     assert not (tmp_path / "out").exists()
@@ -285,5 +285,5 @@ def test_st_matryoshka2d_without_sentence_transformers_exits_with_message(tmp_pa
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # makes the import fail
     path = tmp_path / "c.yaml"
     path.write_text("method: st-matryoshka2d\n")
-    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 1
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "pip install" in capsys.readouterr().err

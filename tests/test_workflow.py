@@ -122,6 +122,58 @@ def test_snakemake_stops_on_a_typo_before_planning(tmp_path):
     assert "Error validating config file" in out and "'batch_sise' was unexpected" in out
 
 
+def _short_config_error(result):
+    """Snakemake's output of a config it refused: failed, a few lines, and no schema or config dump
+    (snakemake.utils.validate alone prints the whole schema and the whole config: hundreds of lines)."""
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert len(out.splitlines()) < 15, out  # 7 lines measured: Snakemake's own 3-4 plus the message
+    assert "$schema" not in out and "'properties'" not in out and "Failed validating" not in out, out
+    return out
+
+
+@pytest.mark.parametrize("typo, key", [("methodz", "methods"), ("seed", "seeds"), ("trian", "train")])
+def test_misspelt_top_level_key_stops_with_the_nearest_key(typo, key, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    cfg = load_config("ci")
+    cfg[typo] = cfg.pop(key)  # e.g. `seed:` written for `seeds:` in a config file
+    bad.write_text(yaml.safe_dump(cfg))
+    out = _short_config_error(snakemake("-n", "--configfile", bad, "-d", tmp_path / "wd"))
+    assert f"unknown key '{typo}' (did you mean '{key}'?)" in out
+    known = yaml.safe_load(SCHEMA.read_text())["properties"]
+    assert f"Known top-level keys: {', '.join(known)} " in out
+
+
+def test_unknown_key_from_the_command_line_is_named_too(tmp_path):
+    result = snakemake("-n", "--configfile", "configs/ci.yaml", "-d", tmp_path, "--config", "methodz=[baseline]")
+    out = _short_config_error(result)
+    assert "unknown key 'methodz' (did you mean 'methods'?)" in out
+
+
+def test_top_level_key_check_agrees_with_the_schema():
+    # The key check stops on every key the schema's `properties` lacks, as the schema itself does.
+    from snakemake.exceptions import WorkflowError
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["additionalProperties"] is False and not schema.get("patternProperties")
+    cfg = load_config("ci")
+    cfg["seed"] = cfg["seeds"]
+    with pytest.raises(WorkflowError, match="'seed' was unexpected"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--config", "seeds=abc"], re.escape("config key 'seeds': 'abc' is not of type 'array'")),
+    (["--config", "threads=0"], re.escape("config key 'threads': 0 is less than the minimum of 1")),
+    (["--config", "train={max_steps: four}"],
+     re.escape("config key 'train.max_steps': 'four' is not of type 'integer'")),
+    (["--config", "train={batch_sise: 8}"], r"config key 'train': .*\('batch_sise' was unexpected\)"),
+])
+def test_schema_error_is_short_and_names_key_and_reason(args, pattern, tmp_path):
+    result = snakemake("-n", "--configfile", "configs/ci.yaml", "-d", tmp_path, *args)
+    out = _short_config_error(result)
+    assert "Error validating config file" in out and re.search(pattern, out), out
+
+
 def test_unknown_method_is_named_with_the_fix(tmp_path):
     bad = tmp_path / "bad.yaml"
     cfg = load_config("ci")

