@@ -11,14 +11,16 @@ random tiny BERT (twodmse.backbone.make_tiny, 3 layers x 32) and a tiny data mir
 this script writes itself: no data, no download, no GPU needed (HF_HUB_OFFLINE=1, OMP_NUM_THREADS=--threads).
 
 Two kinds of case:
-  user error   bad flags, data files, configs and model folders; a second run on a locked --out; a full disk.
-               Expected: exit 2, no "Traceback" on stderr, exactly one `twodmse CMD: error: ...` line whose
-               text names the culprit (a needle string per case), and no result (grid.csv, cached *.npy,
-               loss.csv, model/, train_info.json, ...) left behind.
-  recovery     a damaged embedding cache, a SIGKILL during training, during a checkpoint write and during a
-               cache write, a lock file left by a killed run. Expected: the (re)run exits 0 and its results
-               are identical to an unbroken reference run (grid.csv spearman and pearson; loss.csv without
-               the timing column pairs_per_s, and every tensor of model/model.safetensors).
+  user error   bad flags, data files, configs and model folders (no weights, no tokenizer, NaN weights); a
+               second run on a locked --out; a full disk. Expected: exit 2, no "Traceback" on stderr, exactly
+               one `twodmse CMD: error: ...` line whose text names the culprit (a needle string per case), and
+               no result (grid.csv, cached *.npy, model/, train_info.json, checkpoint/, loss.csv ...) left.
+  recovery     a damaged embedding cache (truncated, same size with other bytes, record missing); a SIGKILL
+               after a training step, in a checkpoint write, in the final model save and in a cache write; a
+               lock file left by a SIGKILLed run; a disk that fills before the first checkpoint (exit 2, then
+               the space is freed and the same command rerun). Expected: the rerun exits 0 and its results are
+               identical to an unbroken reference run: grid.csv spearman and pearson (and the cache warning);
+               loss.csv less its timing column pairs_per_s, and every tensor of model/model.safetensors.
 
 One line per case: name, expected outcome, exit code(s) (of the injected run, then the rerun), what happened
 (the error line, or "ok"), verdict:
@@ -49,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,6 +82,15 @@ def _save(obj, f, *a, **k):
         out.write(raw[:len(raw) // 2])
     os.kill(os.getpid(), signal.SIGKILL)
 torch.save = _save
+"""
+
+# the final model folder gets its weights, then SIGKILL before the tokenizer and sentence-transformers files.
+KILL_IN_MODEL_SAVE = """\
+from twodmse import train
+def _weights_then_die(model, tokenizer, pooling, max_length, tmp):
+    model.save_pretrained(tmp)
+    os.kill(os.getpid(), signal.SIGKILL)
+train._write_sentence_transformer = _weights_then_die
 """
 
 # the embedding cache array is half written, then SIGKILL: a machine dying while eval fills its cache.
@@ -158,7 +169,6 @@ class Case:
     name: str
     expect: str
     func: object
-    group: str = ""
     outcome: Outcome = None
     seconds: float = 0.0
 
@@ -431,6 +441,28 @@ def eval_model_case(remove, needle):
     return case
 
 
+def eval_nan_weights(lab):
+    """A diverged training's model: NaN in one weight matrix."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    f = lab.folder("model with NaN weights")
+    model = f / "model"
+    shutil.copytree(lab.model, model)
+    weights = load_file(model / "model.safetensors")
+    key = next(k for k in sorted(weights) if "layer.1." in k and k.endswith("dense.weight"))
+    weights[key] = np.full_like(weights[key], np.nan)
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    run = lab.run(lab.eval_args(f / "out", f / "cache", model=model), f)
+    return user_error(run, "are NaN, infinite or all zero", f)
+
+
+def eval_cache_is_a_file(lab):
+    f = lab.folder("cache is a file")
+    (f / "cache").write_text("a file, not a folder\n")
+    run = lab.run(lab.eval_args(f / "out", f / "cache"), f)
+    return user_error(run, f"--cache {f / 'cache'}: cannot write there", f)
+
+
 def eval_nonexistent_model(lab):
     f = lab.folder("nonexistent model")
     missing = f / "no-such-model"
@@ -599,12 +631,12 @@ def kill_during_eval_cache_write(lab):
     first = lab.run(args, f, patch=KILL_IN_CACHE_WRITE)
     if not killed(first):
         return not_killed(first)
-    partial = [p.name for p in (f / "cache").rglob("*") if p.is_file()]
     second = lab.run(args, f)
     exits = f"{first.rc},{second.rc}"
     diff = compare_grids(f / "out", ref / "out") if second.rc == 0 else ""
-    note = "ok" + (f", the partial {len(partial)} temp file(s) stay in the cache folder" if any(
-        n.endswith(".tmp") for n in partial) else "")
+    stale = [p for p in (f / "cache").rglob("*.tmp") if p.is_file()]  # the killed run's half array
+    note = "ok" + (f"; the killed run's partial .KEY.npy.*.tmp ({stale[0].stat().st_size} B) stays in the "
+                   f"cache folder" if stale else "")
     return recovered(second, diff, note, exits)
 
 
@@ -641,6 +673,22 @@ def kill_during_checkpoint(lab):
     note = (f"ok, {'partial .checkpoint.tmp ignored, ' if partial else ''}resumed at step "
             f"{resumed and resumed[1]}, = unbroken run")
     return recovered(second, diff, note, exits)
+
+
+def kill_during_model_save(lab):
+    ref = lab.clean_train()
+    f = lab.folder("kill in model save")
+    args = ["train", "--config", lab.train_config(f), "--out", f / "out"]
+    first = lab.run(args, f, patch=KILL_IN_MODEL_SAVE)
+    if not killed(first):
+        return not_killed(first)
+    second = lab.run(args, f)
+    exits = f"{first.rc},{second.rc}"
+    resumed = re.search(r"resuming from .* at step (\d+)", second.stderr)
+    diff = compare_training(f / "out", ref) if second.rc == 0 else ""
+    if not diff and (f / "out" / ".model.tmp").exists():
+        diff = "the killed run's partial .model.tmp is still there"
+    return recovered(second, diff, f"ok, resumed at step {resumed and resumed[1]}, = unbroken run", exits)
 
 
 def hold_lock(lab, out):
@@ -808,8 +856,11 @@ def workflow_killed_and_resumed(lab):
     for need in ("results/tiny/speed/speed.csv", "results/data_manifest.json", "figures/index.md"):
         if not (wd / need).is_file():
             missing.append(need)
-    return recovered(run, f"missing after the rerun: {', '.join(missing)}" if missing else "",
-                     f"ok, killed when {when}; unlocked, rerun complete", exits)
+    resumed = [p.parts[-2] for p in (wd / "runs" / "logs" / "train").rglob("*.log")
+               if "resuming from" in p.read_text(errors="replace")]
+    note = f"ok, killed when {when}; unlocked, rerun complete" + (
+        f" ({', '.join(resumed)} resumed from its checkpoint)" if resumed else "")
+    return recovered(run, f"missing after the rerun: {', '.join(missing)}" if missing else "", note, exits)
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -817,8 +868,8 @@ def workflow_killed_and_resumed(lab):
 def cases(with_workflow):
     c = []
 
-    def add(name, expect, func, group):
-        c.append(Case(name, expect, func, group))
+    def add(name, expect, func, group):  # group: only to keep the table readable here
+        c.append(Case(name, expect, func))
 
     E2, R0 = "exit 2", "exit 0, = ref"
     for flags, needle in [
@@ -837,10 +888,12 @@ def cases(with_workflow):
     add("eval --model nonexistent", E2, eval_nonexistent_model, "eval flags")
     add("eval --datasets all --mirror typo", E2, eval_mirror_typo, "eval flags")
     add("eval --out under a file", E2, eval_out_under_a_file, "eval flags")
+    add("eval --cache is a file", E2, eval_cache_is_a_file, "eval flags")
     add("eval model without weights", E2, eval_model_case(["model.safetensors"], "has no weights"), "model")
     add("eval model without tokenizer files", E2,
         eval_model_case(["vocab.txt", "tokenizer.json"], "the tokenizer has 5 tokens but the model's embedding"),
         "model")
+    add("eval model with NaN weights", E2, eval_nan_weights, "model")
     add("eval sts-test score not a number", E2,
         bad_data_case("test", score_not_a_number, "{path}, line 2: score 'five'"), "data")
     add("eval sts-test latin-1 bytes", E2,
@@ -879,6 +932,7 @@ def cases(with_workflow):
     add("kill eval in cache write, rerun", R0, kill_during_eval_cache_write, "kill")
     add("kill train after step 2, rerun", R0, kill_at_step, "kill")
     add("kill train in checkpoint write, rerun", R0, kill_during_checkpoint, "kill")
+    add("kill train in final model save, rerun", R0, kill_during_model_save, "kill")
     add("train while --out is locked", "exit 2, PID", second_run_on_locked_out("train"), "lock")
     add("eval while --out is locked", "exit 2, PID", second_run_on_locked_out("eval"), "lock")
     add("lock file of a SIGKILLed run", R0, stale_lock_taken_over, "lock")
@@ -928,7 +982,8 @@ def main():
         import torch
         lab.cuda = torch.cuda.is_available()
         torch.set_num_threads(args.threads)
-        lab.setup()
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' "Writing model shards" bars
+            lab.setup()
         print(f"{len(table)} cases in {root} ($TMP), {args.jobs} at a time, {args.threads} thread(s) each; "
               f"model {lab.model.name} (3 layers x 32), mirror with 24 STS-B test pairs", flush=True)
         header = f"{'case':<40} {'expected':<22} {'exit':<6} {'what happened':<{args.width}} verdict"

@@ -57,7 +57,7 @@ def test_a_user_error_is_one_line_without_traceback_and_a_bug_keeps_it(tiny_bert
     ("latin1", "sts-test.csv, line 3: byte 0xe9 is not UTF-8"),
     ("empty", "stsb test has 0 scored pair(s)"),
     ("constant", "all 3 gold scores of stsb test are 2.0"),
-    ("split", "stsb has no split 'bogus'"),
+    ("split", "--split: stsb has no split 'bogus'"),
     ("no-weights", "has no weights"),
     ("no-tokenizer", "the tokenizer has 5 tokens but the model's embedding matrix has"),
     ("cuda", "torch sees no CUDA GPU"),
@@ -237,8 +237,11 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tiny_bert
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     code, err = run(capsys, *eval_args(tiny_bert, mirror, blocker / "out", tmp_path / "cache"))
-    assert code == 2 and f"cannot write {blocker / 'out'}" in err and "choose an output folder" in err
+    assert code == 2 and f"cannot write {blocker / 'out'}" in err and "choose another output folder, one you can write to" in err
     assert not (tmp_path / "cache").exists()
+    code, err = run(capsys, *eval_args(tiny_bert, mirror, tmp_path / "out", blocker))  # --cache: checked first too
+    assert code == 2 and f"--cache {blocker}: cannot write there" in err
+    assert not (tmp_path / "out" / "grid.csv").exists()
     # a read-only file system (root ignores permission bits, so the refusal is simulated)
     real_mkdir = type(tmp_path).mkdir
 
@@ -258,5 +261,5 @@ def test_too_little_free_space_stops_training_before_it_starts(tiny_bert, mirror
     monkeypatch.setattr(train.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     out = tmp_path / "o"
     code, err = run(capsys, "train", "--config", train_config(tmp_path, tiny_bert), "--out", out)
-    assert code == 2 and f"--out {out}: 0 MB free, but training" in err
+    assert code == 2 and f"--out {out}: 0.0 MB free, but training" in err
     assert not (out / "loss.csv").exists()

@@ -116,6 +116,15 @@ def _tokenizer(path, config):
     return tokenizer
 
 
+def usable_max_length(config, max_length, path):
+    """max_length, cut (with a note) to the positions the model has: longer inputs would index past them."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and max_length > positions:
+        print(f"note: max_length {max_length} cut to {positions}, the most {path} can read", file=sys.stderr)
+        return positions
+    return max_length
+
+
 def default_pooling(path):
     """The pooling a sentence-transformers folder declares, else mean."""
     cfg = Path(path) / "1_Pooling" / "config.json"
@@ -241,11 +250,7 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
     path = resolve(model_id)
     config = AutoConfig.from_pretrained(path)
     tokenizer = _tokenizer(path, config)
-    max_length = max_length or default_max_length(path)
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions and max_length > positions:  # longer inputs would index past the position embeddings
-        print(f"note: max_length {max_length} cut to {positions}, the most {path} can read", file=sys.stderr)
-        max_length = positions
+    max_length = usable_max_length(config, max_length or default_max_length(path), path)
     try:
         model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
             else AutoModel.from_pretrained(path)

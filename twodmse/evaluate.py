@@ -180,6 +180,8 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
     dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",
                             "--dims")
     device = util.check_device(device)
+    max_length = backbone.usable_max_length(config, max_length, path)  # the cache key holds what is used
+    cache_dir = util.check_writable(cache_dir or default_cache_dir(), "--cache")
     checkpoint_hash = util.content_hash(path)
     pooling = pooling or backbone.default_pooling(path)
     get_encoder = functools.cache(lambda: backbone.load(path, pooling, max_length, device))
@@ -235,7 +237,10 @@ def dataset_names(spec, split=None, source="auto", mirror=None):
             print(f"skipping {', '.join(lacking)}: no split {split!r}", file=sys.stderr)
         names = [n for n in names if n not in lacking]
     for n in names:
-        data.check_split(n, split)
+        try:
+            data.check_split(n, split)
+        except util.UserError as e:
+            raise util.UserError(f"--split: {e}") from None
     data.mirror_dir(mirror)  # a --mirror that is not a folder is an error, not seven skipped sets
     if spec == "all" and source != "hub":
         missing = [n for n in names if not data.available(n, source, mirror, split)]

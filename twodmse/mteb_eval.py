@@ -60,7 +60,7 @@ class AllLayers:
         self.progress, self.memo, self.encodes = progress, {}, 0
         device = util.check_device(device)
         self.encoder = functools.cache(lambda: encoder or backbone.load(self.path, self.pooling,
-                                                                        max_length, device))
+                                                                        self.max_length, device))
 
     def __call__(self, texts, label):
         """texts -> [L, N, H] float32; label names the disk-cache file (task, subset, split)."""
@@ -151,7 +151,7 @@ def get_task(name, **kw):
     try:
         return mteb.get_task(name, **kw)
     except KeyError as e:
-        raise util.UserError(f"--tasks: {e.args[0] if e.args else name}") from None
+        raise util.UserError(f"--tasks: {str(e.args[0] if e.args else name).removeprefix('KeyError: ')}") from None
 
 
 def build_tasks(names, source="auto", mirror=None):
@@ -221,6 +221,8 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
         raise util.UserError(f"batch size and max length must be >= 1; got {batch_size} and {max_length}")
     store = AllLayers(model, pooling, max_length, cache_dir, batch_size, device, progress=progress)
     config = AutoConfig.from_pretrained(store.path)
+    store.max_length = max_length = backbone.usable_max_length(config, max_length, store.path)
+    store.cache_dir = util.check_writable(cache_dir or evaluate.default_cache_dir(), "--cache")
     layers = util.check_cells(layers or range(1, config.num_hidden_layers + 1), config.num_hidden_layers,
                               "layers", "--layers")
     dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",

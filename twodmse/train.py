@@ -272,7 +272,7 @@ def _writing(path, tmp):
         disk = util.disk_error(e, path) if isinstance(e, OSError) else None
         if disk is None and isinstance(e, RuntimeError) and any(m in str(e) for m in TORCH_WRITE_FAILURES):
             free = shutil.disk_usage(_existing(path)).free
-            disk = util.UserError(f"cannot write {path}: the disk refused the write ({free / 1e6:.0f} MB free "
+            disk = util.UserError(f"cannot write {path}: the disk refused the write ({free / 1e6:.1f} MB free "
                                   f"there); the partial {Path(tmp).name} was removed. Fix: free space, then rerun "
                                   f"the same command (it resumes from the last complete checkpoint)")
         if disk is None:
@@ -290,8 +290,8 @@ def _check_space(out, model_path):
     weights = sum(f.stat().st_size for f in Path(model_path).glob("*") if f.name in backbone.WEIGHT_FILES)
     need, free = 7 * weights, shutil.disk_usage(_existing(out)).free
     if free < need:
-        raise util.UserError(f"--out {out}: {free / 1e6:.0f} MB free, but training {model_path} writes about "
-                             f"{need / 1e6:.0f} MB there (checkpoints and the model). Fix: free space or choose "
+        raise util.UserError(f"--out {out}: {free / 1e6:.1f} MB free, but training {model_path} writes about "
+                             f"{need / 1e6:.1f} MB there (checkpoints and the model). Fix: free space or choose "
                              f"another --out")
 
 

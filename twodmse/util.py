@@ -33,9 +33,13 @@ def disk_error(e, path):
     """An OSError from writing `path` -> a UserError naming the path, or None when it is not the disk's fault."""
     if not isinstance(e, OSError) or e.errno not in WRITE_ERRNOS:
         return None
-    fix = ("free space there or choose another output folder" if e.errno in (errno.ENOSPC, errno.EDQUOT)
-           else "choose an output folder you can write to")
-    return UserError(f"cannot write {e.filename or path}: {e.strerror}. Fix: {fix}")
+    return UserError(f"cannot write {e.filename or path}: {e.strerror}. Fix: {_write_fix(e, 'output folder')}")
+
+
+def _write_fix(e, what):
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free space there or choose another {what}"
+    return f"choose another {what}, one you can write to"
 
 
 # ------------------------------------------------------------------ options
@@ -95,6 +99,17 @@ def check_device(device, flag="--device"):
 
 
 # ------------------------------------------------------------------ output folders
+
+def check_writable(folder, flag):
+    """Up front: the folder exists or can be made, and a file can be written in it; else a UserError naming flag."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"{flag} {folder}: cannot write there ({e.strerror}). "
+                        f"Fix: {_write_fix(e, f'{flag} folder')}") from None
+    return Path(folder)
+
 
 @contextlib.contextmanager
 def output_lock(folder, flag="--out"):
