@@ -39,7 +39,10 @@ def main():
     ap.add_argument("--model", default=backbone.DEFAULT_MODEL)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     enc = backbone.load(args.model)
     pairs = data.load_eval("stsb", "test")
     unique = sorted(set(pairs.s1) | set(pairs.s2))

@@ -86,11 +86,11 @@ torch.save = _save
 
 # the final model folder gets its weights, then SIGKILL before the tokenizer and sentence-transformers files.
 KILL_IN_MODEL_SAVE = """\
-from twodmse import train
+from twodmse import export
 def _weights_then_die(model, tokenizer, pooling, max_length, tmp):
     model.save_pretrained(tmp)
     os.kill(os.getpid(), signal.SIGKILL)
-train._write_sentence_transformer = _weights_then_die
+export._write = _weights_then_die
 """
 
 # the embedding cache array is half written, then SIGKILL: a machine dying while eval fills its cache.
@@ -111,8 +111,8 @@ evaluate._save_npy = _half
 # right after twodmse's up-front free-space check passes, another process "fills the disk" (a filler file on
 # the same file system), leaving {leave} bytes: the first checkpoint then meets a real ENOSPC.
 FILL_DISK_AFTER_CHECK = """\
-from twodmse import train
-_real_check = train._check_space
+from twodmse import checkpoint
+_real_check = checkpoint.check_space
 def _check_then_fill(out, model_path):
     _real_check(out, model_path)
     st = os.statvfs({fs!r})
@@ -121,7 +121,7 @@ def _check_then_fill(out, model_path):
             f.write(bytes(max(0, st.f_bavail * st.f_frsize - {leave})))
     except OSError:
         pass
-train._check_space = _check_then_fill
+checkpoint.check_space = _check_then_fill
 """
 
 # holds --out's lock (as a running twodmse would) until killed

@@ -39,7 +39,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("mteb").setLevel(logging.ERROR)
     enc = backbone.load(args.model, device=args.device)
     (task,), _ = mteb_eval.build_tasks(["STSBenchmark"])

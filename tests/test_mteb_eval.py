@@ -1,4 +1,5 @@
 """MTEB view of the (layer, dim) grid: same numbers as our evaluator, no foreign or stale scores."""
+import importlib.metadata
 import json
 
 import numpy as np
@@ -6,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+import needs
 from twodmse.backbone import make_tiny as make_tiny_bert
 from twodmse import backbone, data, evaluate, util
 
-pytest.importorskip("mteb", reason="mteb is not installed (pip install 'twodmse[mteb]')")
+needs.module("mteb", "pip install 'twodmse[mteb]'")  # a skip, or a failure under CI=true (see needs.py)
 from twodmse import mteb_eval  # noqa: E402
 
 DIMS = [32, 16, 8]
@@ -105,7 +107,7 @@ def test_cell_encoder_returns_the_slice_of_all_layers(tiny_bert, tmp_path):
 
 def test_offline_skips_hub_only_tasks_with_a_reason(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not mteb_eval.hub_reachable()
+    assert not util.hub_reachable()
     monkeypatch.setattr(data, "available", lambda *a, **k: False)
     tasks, skipped = mteb_eval.build_tasks(["Banking77Classification", "SICK-R"])
     assert tasks == [] and set(skipped) == {"Banking77Classification", "SICK-R"}
@@ -113,7 +115,7 @@ def test_offline_skips_hub_only_tasks_with_a_reason(monkeypatch):
     with pytest.raises(util.UserError, match="--tasks: .*NoSuchTask"):
         mteb_eval.build_tasks(["NoSuchTask"])
     # online, MTEB's own tasks are used, English subsets only (no network needed to build them)
-    monkeypatch.setattr(mteb_eval, "hub_reachable", lambda: True)
+    monkeypatch.setattr(util, "hub_reachable", lambda: True)
     tasks, skipped = mteb_eval.build_tasks(["STS17", "SciFact"])
     assert [t.metadata.name for t in tasks] == ["STS17", "SciFact"] and not skipped
     assert tasks[0].hf_subsets == ["en-en"]
@@ -131,7 +133,7 @@ def test_cli_writes_csv_provenance_and_mteb_json(tiny_bert, tmp_path, monkeypatc
     assert list(df.columns) == mteb_eval.CSV_COLUMNS and len(df) == 1
     assert df.main_score[0] == pytest.approx(_own_scores(tiny_bert, pairs)[3, 8], abs=1e-6)
     prov = json.loads((out / "mteb_run.json").read_text())
-    assert prov["revision"] == df.revision[0] and prov["versions"]["mteb"]
+    assert prov["revision"] == df.revision[0] and prov["versions"]["mteb"] == importlib.metadata.version("mteb")
     assert prov["config"]["dims"] == [8]
     assert len(list((out / "results").rglob("STSBenchmark-local.json"))) == 1
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from twodmse import backbone, cli, train
+from twodmse import backbone, cli, inference, train
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = ["a man is playing guitar", "a woman is playing piano", "the dog is running on the road",
@@ -115,7 +115,7 @@ def test_short_run_writes_loss_csv_and_sentence_transformers_model(tiny_bert, pa
     got = st.SentenceTransformer(str(model_dir), truncate_dim=16, device="cpu").encode(SENTENCES)
     assert got.shape == (len(SENTENCES), 16)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    np.testing.assert_allclose(train.load_elastic(model_dir, dim=16).encode(SENTENCES), expected, atol=1e-5)
+    np.testing.assert_allclose(inference.load_elastic(model_dir, dim=16).encode(SENTENCES), expected, atol=1e-5)
     # training moved the weights
     before = backbone.load(str(tiny_bert), pooling=pooling)
     with torch.no_grad():
@@ -228,7 +228,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_bert, pa
 
 def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_bert):
     from transformers import AutoModel, AutoTokenizer
-    elastic = train.load_elastic(tiny_bert, layers=2, dim=8)
+    elastic = inference.load_elastic(tiny_bert, layers=2, dim=8)
     assert len(backbone.transformer_layers(elastic.encoder.model)) == 2
     got = elastic.encode(SENTENCES, batch_size=4)
     tok, full = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
@@ -239,7 +239,7 @@ def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_bert):
     expected = ((hidden * m).sum(1) / m.sum(1))[:, :8].numpy()
     assert got.shape == (len(SENTENCES), 8)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    unit = train.load_elastic(tiny_bert, layers=2, dim=8, normalize=True).encode(SENTENCES)
+    unit = inference.load_elastic(tiny_bert, layers=2, dim=8, normalize=True).encode(SENTENCES)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
 
 

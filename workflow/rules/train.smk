@@ -36,10 +36,6 @@ rule check_train_configs:
         check.main(SimpleNamespace(params=SimpleNamespace(configs=all_run_configs()), log=log, output=output))
 
 
-# A global, not a param: how training is launched does not change the model, so it must not retrain.
-TRAIN_COMMAND = train_command()
-
-
 rule train:
     """Train one model with `twodmse train` (or the configured launcher, e.g. torchrun)."""
     input:
@@ -54,6 +50,10 @@ rule train:
         method=one_of(TRAINED),
     params:
         out=lambda w: run_dir(w),
+        # How training starts: OMP threads, then `twodmse train` or the configured launcher. It does not change
+        # the model, so it must not retrain: a param computed from `threads` is one Snakemake counts as derived
+        # and leaves out of its params rerun trigger (as it does for one computed from input or output).
+        launch=lambda w, threads: f"OMP_NUM_THREADS={threads} {train_command()}",
     threads: config["threads"]
     log:
         "runs/logs/train/{backbone}/{method}/seed{seed}.log",
@@ -62,7 +62,7 @@ rule train:
     conda:
         "../envs/twodmse.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {TRAIN_COMMAND} --config {input.config} --out {params.out} > {log} 2>&1"
+        "{params.launch} --config {input.config} --out {params.out} > {log} 2>&1"
 
 
 rule train_log:

@@ -1,9 +1,10 @@
 """Turn the hand-collected published numbers into tidy CSVs with normalised names.
 
-    python configs/published/build.py [--src ../shared/published] [--out configs/published]
+    python twodmse/published/build.py [--src ../shared/published] [--out twodmse/published]
 
 Reads the CSVs described in <src>/SOURCES.md and writes one tidy CSV per source
-family next to this script. Numbers are copied, never computed: the only change
+family next to this script: twodmse/published/, package data that `twodmse report`
+reads (configs/published links there). Numbers are copied, never computed: the only change
 is the x100 rescale of scores that were published as fractions (0.444 -> 44.4),
 done in decimal arithmetic, with the published string kept in `value_published`.
 """

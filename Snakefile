@@ -2,10 +2,13 @@
 #
 #   snakemake                                # the CPU default (configs/default.yaml)
 #   snakemake --configfile configs/ci.yaml   # a tiny end-to-end run (minutes on 2 cores)
-#   snakemake --configfile configs/paper.yaml --workflow-profile workflow/profiles/slurm
+#   snakemake --configfile configs/paper.yaml --workflow-profile profiles/slurm
 #   snakemake figures                        # redraw figures/ from results/ only
 #
-# Run from the repository root; workflow/profiles/default sets --cores etc.
+# The workflow's entry point, at the repository root: `snakemake` run here reads it. The rules, scripts, envs,
+# schema and report captions live in workflow/ (the Snakemake catalog layout) and are included below; each of
+# those files names its paths relative to itself. Profiles are in profiles/, where Snakemake looks for
+# profiles/default (next to this file, and in the working directory): it sets --cores etc.
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -16,19 +19,19 @@ min_version("8.0")
 # merge into it, so a config's backbones and methods are exactly what it lists.
 if not workflow.overwrite_configfiles:
 
-    configfile: str(Path(workflow.basedir).parent / "configs" / "default.yaml")
+    configfile: str(Path(workflow.basedir) / "configs" / "default.yaml")
 
 
-report: "report/workflow.rst"
+report: "workflow/report/workflow.rst"
 
 
-include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/train.smk"
-include: "rules/evaluate.smk"
-include: "rules/mteb.smk"
-include: "rules/speed.smk"
-include: "rules/report.smk"
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/mteb.smk"
+include: "workflow/rules/speed.smk"
+include: "workflow/rules/report.smk"
 
 
 # Quick jobs that run where Snakemake runs, never as cluster jobs. The data check is among them on purpose:

@@ -1,0 +1,102 @@
+"""A training run's files and how it survives a kill: checkpoints, resume, the finished-run marker.
+
+out/ of one model: loss.csv, checkpoint/ (state.pt: weights, optimizer, scheduler, every process's RNG state,
+step, loss.csv offset, config), model/, train_info.json (written last: its presence marks the run finished).
+A checkpoint is swapped in whole (util.atomic_write with folder=True), so a kill at any moment leaves one
+complete checkpoint: checkpoint/, or .checkpoint.old/ when the kill fell between the two renames.
+"""
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import backbone, distributed, util
+from .train_config import ConfigError
+
+
+def paths(out, tag=""):
+    out = Path(out)
+    return {"out": out, "model": out / f"model{tag}", "ckpt": out / f"checkpoint{tag}",
+            "csv": out / f"loss{tag}.csv", "info": out / f"train_info{tag}.json"}
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_space(out, model_path):
+    """Up front: room for two checkpoints (weights + AdamW's two moments each, during the swap) and the model."""
+    weights = sum(f.stat().st_size for f in Path(model_path).glob("*") if f.name in backbone.WEIGHT_FILES)
+    where = next(p for p in (Path(out).absolute(), *Path(out).absolute().parents) if p.exists())
+    need, free = 7 * weights, shutil.disk_usage(where).free
+    if free < need:
+        raise util.UserError(f"--out {out}: {free / 1e6:.1f} MB free, but training {model_path} writes about "
+                             f"{need / 1e6:.1f} MB there (checkpoints and the model). Fix: free space or choose "
+                             f"another --out")
+
+
+def save(path, state):
+    util.atomic_write(path, lambda tmp: torch.save(state, Path(tmp) / "state.pt"), folder=True)
+
+
+def load(path):
+    """(state, folder) of the newest complete checkpoint at path, or (None, None)."""
+    for folder in (path, path.with_name(f".{path.name}.old")):  # .old: killed between the two renames
+        if (folder / "state.pt").exists():
+            return torch.load(folder / "state.pt", map_location="cpu", weights_only=False), folder
+    return None, None
+
+
+def resume(files, cfg, enc, opt, sched):
+    """Load the checkpoint into enc/opt/sched/RNGs; returns (step, loss.csv offset, wall time, folder)."""
+    state, where = load(files["ckpt"])
+    if state is None:
+        return 0, 0, 0.0, None
+    if state["config"] != cfg:
+        changed = sorted(k for k in cfg if state["config"].get(k) != cfg[k])
+        raise ConfigError(f"{where} was made with a different config (changed: {', '.join(changed)}). "
+                          f"Rerun with the same config, or start over with --no-resume or another --out.")
+    rank, size, _ = distributed.world()
+    if len(state["rng"]) != size:
+        raise ConfigError(f"{where} was written by {len(state['rng'])} training process(es); resume it with as "
+                          f"many (now {size}), or start over with --no-resume or another --out.")
+    enc.model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"][rank])
+    print(f"resuming from {where} at step {state['step']}", file=sys.stderr)
+    return state["step"], state["csv_offset"], state["wall_time_s"], where
+
+
+def done(files, cfg):
+    """The info of a finished run with this config, None when there is none; a different config is an error."""
+    if not files["info"].exists():
+        return None
+    info = json.loads(files["info"].read_text())
+    if info.get("config") != json.loads(json.dumps(cfg, default=str)):
+        raise ConfigError(f"{files['info']} is a finished run with a different config; "
+                          f"use --no-resume to retrain or choose another --out")
+    return info
+
+
+def fresh(files):
+    """Forget a previous run in these files (--no-resume)."""
+    for p in (files["info"], files["csv"]):
+        p.unlink(missing_ok=True)
+    for p in (files["ckpt"], files["ckpt"].with_name(f".{files['ckpt'].name}.old")):
+        shutil.rmtree(p, ignore_errors=True)

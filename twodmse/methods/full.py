@@ -1,0 +1,30 @@
+"""full: every layer x every training width, every step; this suite's dense elastic objective.
+
+No paper: it is the limit of 2DMSE's sampling (all cells instead of one sampled layer and width per step),
+computed in one pass by losses.grid_loss, so it costs about one baseline step (benchmarks/train_step.py).
+Weights: outer(layer_weights, dim_weights), normalised to sum 1 (a mean over cells by default), plus
+anchor_weight on (L, full) so the top cell gets at least the push it gets under baseline.
+
+Options: dims (training widths), layer_weights and dim_weights ("uniform", "linear" (n, d), "inverse"
+(1/n, 1/d), or a list: layers 1..L; widths in .dims order), anchor_weight (1.0).
+
+    from twodmse import methods
+    objective = methods.build("full", num_layers=6, hidden_size=384, anchor_weight=0)
+    objective.cells().sum()    # 1.0
+"""
+import torch
+
+from .grid import GridMethod, weights
+
+
+class Method(GridMethod):
+    name = "full"
+    OPTIONS = {"dims": None, "layer_weights": "uniform", "dim_weights": "uniform", "anchor_weight": 1.0}
+
+    def cells(self, step=0):
+        lw = weights(self.opts["layer_weights"], range(1, self.L + 1), "layer_weights")
+        dw = weights(self.opts["dim_weights"], self.dims, "dim_weights")
+        W = torch.outer(lw, dw)
+        W = W / W.sum()
+        W[self.L - 1, self.col[self.H]] += self.opts["anchor_weight"]
+        return W.float()

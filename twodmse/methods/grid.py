@@ -1,0 +1,101 @@
+"""What every grid method shares: options, training widths, the batch check and the loss over the grid.
+
+A method is one weight matrix W over (layer 1..L) x (width in .dims), from `cells(step)`, plus an optional
+alignment term from `align(emb, step)`; the loss is sum(W * cell_loss) + align, computed for all cells in one
+pass by losses.grid_loss. Layer n is the output of transformer block n (backbone.Encoder's row n - 1).
+Training widths default to backbone.default_dims(hidden) (halvings down to 8); the `dims` option changes them,
+and the full width is always included. Sampling is seeded by (seed, step) on the host: deterministic,
+resumable, and no device sync.
+"""
+import torch
+
+from .. import losses
+from ..backbone import default_dims
+
+WEIGHTINGS = {"uniform": lambda v: 1.0, "linear": lambda v: float(v), "inverse": lambda v: 1.0 / v}
+
+
+def weights(spec, values, what):
+    """A weighting named in WEIGHTINGS, or a list with one weight per value -> float64 tensor."""
+    if isinstance(spec, str):
+        if spec not in WEIGHTINGS:
+            raise ValueError(f"unknown {what} '{spec}': choose from {sorted(WEIGHTINGS)} or give a list")
+        return torch.tensor([WEIGHTINGS[spec](v) for v in values], dtype=torch.float64)
+    if len(spec) != len(values):
+        raise ValueError(f"{what} has {len(spec)} entries but there are {len(values)}: {values}")
+    return torch.tensor(spec, dtype=torch.float64)
+
+
+class GridMethod:
+    """Base of the grid methods: subclasses set OPTIONS and define cells(step), and may define align()."""
+
+    name = None               # the registry's name, for messages
+    OPTIONS = {"dims": None}  # option -> default
+    two_forwards = False      # True when a step needs two forward passes (DistributedDataParallel cannot)
+
+    def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
+        bad = set(options) - set(self.OPTIONS)
+        if bad:
+            raise ValueError(f"method '{self.name}' has no option(s) {sorted(bad)}; it takes {sorted(self.OPTIONS)}")
+        self.L, self.H, self.seed = num_layers, hidden_size, seed
+        self.opts = {**self.OPTIONS, **options}
+        self.loss_cfg = dict(loss_cfg or {})
+        losses.config(self.loss_cfg, 2)  # fail now on a misspelt key, not at step 1
+        self.dims = self.widths()
+        if self.loss_cfg.get("angle_w") and any(d % 2 for d in self.dims):
+            raise ValueError(f"the angle loss splits each width into halves; odd width in {self.dims}")
+        self.col = {d: j for j, d in enumerate(self.dims)}
+
+    def widths(self, default=None):
+        """The columns of W, largest first: the `dims` option (else `default`, else the halvings) plus the
+        full width."""
+        dims = self.opts.get("dims") or default or default_dims(self.H)
+        if not all(0 < d <= self.H for d in dims):
+            raise ValueError(f"dims must lie in 1..{self.H}, got {dims}")
+        return sorted(set(dims) | {self.H}, reverse=True)
+
+    def cells(self, step=0):
+        """W [L, len(dims)] float32: the weight of each (layer, width) cell at this step, 0 = unsupervised."""
+        raise NotImplementedError
+
+    def zeros(self):
+        """An empty W to fill: float64 while weights are added up, cast to float32 by cells()."""
+        return torch.zeros(self.L, len(self.dims), dtype=torch.float64)
+
+    def align(self, emb, step):
+        """An extra loss term on the all-layers embeddings emb [L, rows, H] and its logs, or (None, {})."""
+        return None, {}
+
+    def teacher(self, emb):
+        """The last layer as the alignment target; the official 2DMSE and Starbucks code do not detach it."""
+        return emb[-1].detach() if self.opts.get("detach_teacher") else emb[-1]
+
+    def __call__(self, forward, batch, step):
+        """forward(input_ids, attention_mask) -> [L, kB, H]; batch = {"input_ids", "attention_mask" [kB, T]
+        (rows: B first sentences, B second, B hard negatives if k == 3), "labels": [B] gold scores or None
+        for triplets, "k": 2 or 3}. Returns (loss, logs); log values are floats or 0-dim tensors."""
+        ids, mask, k, labels = self.unpack(batch)
+        cfg = losses.config(self.loss_cfg, k)
+        W = self.cells(step)
+        logs = {"cells": float((W != 0).sum())}
+        emb = self.forward(forward, ids, mask)
+        loss = losses.grid_loss(emb, k, labels, W, self.dims, cfg)[0]
+        term, extra = self.align(emb, step)
+        if term is not None:
+            loss = loss + term
+        logs.update(extra)
+        return loss, logs
+
+    def unpack(self, batch):
+        ids, mask, k, labels = batch["input_ids"], batch["attention_mask"], batch["k"], batch.get("labels")
+        if k not in (2, 3) or ids.shape[0] % k or (labels is None) != (k == 3):
+            raise ValueError(f"batch needs k=2 with labels or k=3 without, and k | rows; got k={k}, "
+                             f"rows={ids.shape[0]}, labels={'None' if labels is None else 'given'}")
+        return ids, mask, k, labels
+
+    def forward(self, forward, ids, mask):
+        emb = forward(ids, mask)
+        if emb.dim() != 3 or tuple(emb.shape) != (self.L, ids.shape[0], self.H):
+            raise ValueError(f"forward must return [layers={self.L}, rows={ids.shape[0]}, hidden={self.H}] "
+                             f"(the Encoder's all-layer output), got {tuple(emb.shape)}")
+        return emb

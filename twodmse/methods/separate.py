@@ -1,0 +1,63 @@
+"""separate: the upper bound, one baseline model per depth k, each cut to k layers before training.
+
+What ielab's 2DMSE reproduction (ielab/2DMSE-Reproduce) and Starbucks (Zhuang et al. 2024, "BERT-Separate")
+compare elastic models with: the best a k-layer model can do with the same data and recipe. Each depth k is
+the backbone truncated to its first k layers (backbone.truncate) and trained with the baseline loss; cell (k, d)
+of the combined grid is depth k's model truncated to width d (workflow/scripts/combine_separate.py).
+Outputs per depth: out/model_layers{k}/, loss_layers{k}.csv, train_info_layers{k}.json; out/train_info.json
+summarises them.
+
+Options: dims (as baseline), top_model (the model folder of the baseline run with the same settings: its full
+depth is copied instead of trained again, after checking that its train_info.json config matches).
+
+    twodmse train --config configs/train/stsb.yaml --method separate --out runs/separate
+"""
+import json
+import shutil
+from pathlib import Path
+
+from .. import backbone, checkpoint, distributed, util
+from ..train_config import ConfigError
+from .baseline import Method as Baseline
+
+OPTIONS = {**Baseline.OPTIONS, "top_model": None}
+
+
+def train(cfg, out, resume=True):
+    from ..train import run_one  # the loop imports the registry: import it when used
+    distributed.join(distributed.device(cfg["device"]))
+    if not resume and distributed.is_main():
+        (out / "train_info.json").unlink(missing_ok=True)
+    num_layers = backbone.load(cfg["model"]).num_layers
+    top = cfg["method_options"].get("top_model")
+    depth_cfg = {**cfg, "method_options": {k: v for k, v in cfg["method_options"].items() if k != "top_model"}}
+    runs = {k: run_one(depth_cfg, checkpoint.paths(out, f"_layers{k}"), "baseline", layers=k, resume=resume)
+            for k in range(1, num_layers + (0 if top else 1))}
+    if top:
+        runs[num_layers] = _reuse_top(depth_cfg, top, checkpoint.paths(out, f"_layers{num_layers}"))
+    if distributed.is_main():
+        util.write_json(out / "train_info.json", util.provenance(cfg, models={
+            k: {key: r.get(key) for key in ("model_dir", "steps", "wall_time_s", "final_loss")}
+            for k, r in runs.items()}))
+    return out
+
+
+def _reuse_top(cfg, top, files):
+    """The full-depth model is the baseline trained with the same settings: copy that run's model instead of
+    training it again (method_options.top_model = its model folder; its train_info.json must match)."""
+    top = Path(top)
+    info_path = top.parent / "train_info.json"
+    if not info_path.is_file():
+        raise ConfigError(f"method_options.top_model: {info_path} not found; train that baseline run first")
+    info = json.loads(info_path.read_text())
+    want = json.loads(json.dumps({**cfg, "method": "baseline"}, default=str))
+    if info.get("config") != want:
+        changed = sorted(k for k in want if info.get("config", {}).get(k) != want[k])
+        raise ConfigError(f"method_options.top_model: {top} was trained with other settings (differs in: "
+                          f"{', '.join(changed)}); only the same baseline run can stand in for the top depth")
+    info = {**info, "model_dir": str(files["model"]), "copied_from": str(top)}
+    if distributed.is_main():
+        util.atomic_write(files["model"], lambda tmp: shutil.copytree(top, tmp, dirs_exist_ok=True), folder=True)
+        util.write_json(files["info"], info)
+    distributed.barrier()
+    return info
