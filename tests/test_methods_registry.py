@@ -21,7 +21,7 @@ class Method(GridMethod):
 
     def cells(self, step=0):
         W = self.zeros()
-        W[self.L - 1, -2:] = 1
+        W[self.row(self.L), -2:] = 1
         return W.float()
 '''
 

@@ -18,6 +18,7 @@ DIMS = [32, 16, 8]
 
 
 def _stsb(n):
+    needs.embedded_stsb()
     full = data.load_eval("stsb", "test", source="embedded")
     return data.Pairs("stsb", "test", full.s1[:n], full.s2[:n], full.scores[:n], "embedded:test-subset")
 

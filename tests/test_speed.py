@@ -3,6 +3,7 @@
 No assertion here depends on how fast anything runs.
 """
 import json
+import os
 import re
 
 import numpy as np
@@ -62,9 +63,13 @@ def test_search_returns_true_top10():
 
 
 def test_search_with_fewer_docs_than_k():
-    index = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
-    scores, ids = speed.search(torch.randn(1, 8), index)
-    assert sorted(ids[0].tolist()) == [0, 1, 2, 3]
+    g = torch.Generator().manual_seed(2)
+    index = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    query = torch.randn(1, 8, generator=g)
+    scores, ids = speed.search(query, index)
+    cos = (torch.nn.functional.normalize(query, dim=-1) @ index.T)[0]
+    assert ids[0].tolist() == torch.argsort(cos, descending=True).tolist()  # all 4, best first
+    torch.testing.assert_close(scores[0], cos.sort(descending=True).values)
 
 
 def test_speed_table_speedups_follow_their_definitions():
@@ -91,7 +96,18 @@ def test_measure_gives_one_row_per_layer_and_dim(tiny_model):
     full = df[(df.layers == LAYERS) & (df.dim == HIDDEN)].iloc[0]
     assert full.speedup == 1.0 and full.encode_speedup == 1.0 and full.search_speedup == 1.0
     assert (df.index_bytes == 50 * df.dim * 4).all()
-    assert np.isfinite(df.select_dtypes("number")).all().all() and (df.speedup > 0).all()
+    timings = ["latency_ms_median", "throughput_median", "search_ms_median"]
+    assert np.isfinite(df[timings]).all().all() and (df[timings] > 0).all().all()
+    # every speedup is its definition applied to the measured times (module docstring)
+    assert np.allclose(df.speedup, (full.latency_ms_median + full.search_ms_median)
+                       / (df.latency_ms_median + df.search_ms_median), rtol=1e-12)
+    assert np.allclose(df.encode_speedup, df.throughput_median / full.throughput_median, rtol=1e-12)
+    assert np.allclose(df.search_speedup, full.search_ms_median / df.search_ms_median, rtol=1e-12)
+    # one encode timing per depth and one search timing per width, shared by their cells
+    assert (df.groupby("layers").latency_ms_median.nunique() == 1).all()
+    assert (df.groupby("dim").search_ms_median.nunique() == 1).all()
+    assert (df.model == tiny_model).all() and (df.device == "cpu").all() and (df.dtype == "float32").all()
+    assert (df.threads == torch.get_num_threads()).all() and (df.batch_size == 4).all() and (df.n_docs == 50).all()
     assert meta["num_layers"] == LAYERS and meta["hidden_size"] == HIDDEN
 
 
@@ -113,9 +129,11 @@ def test_cli_writes_csv_and_provenance(tiny_model, tmp_path):
         torch.set_num_threads(threads)  # --threads is process-wide; later tests keep the default
     assert code == 0
     df = pd.read_csv(out / "speed.csv")
-    assert len(df) == 4 and (df.threads == 1).all()
+    assert set(zip(df.layers, df.dim)) == {(1, 32), (1, 8), (3, 32), (3, 8)} and (df.threads == 1).all()
+    assert list(df.columns) == speed.COLUMNS and (df.n_docs == 30).all()
     info = json.loads((out / "speed.json").read_text())
-    assert info["config"]["n_docs"] == 30 and "versions" in info and "hardware" in info
+    assert info["config"]["n_docs"] == 30 and info["versions"]["torch"] == torch.__version__
+    assert info["hardware"]["cpu_count"] == os.cpu_count()
 
 
 def test_cli_rejects_bad_layer_list(capsys):

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
+import needs
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONFIGS = ["default", "paper", "ci"]
@@ -273,32 +275,51 @@ def test_tiny_backbone_loads_and_encodes_every_layer(tmp_path):
 # ---------------------------------------------------------------- end to end
 
 
-def _ci_ready():
-    if importlib.util.find_spec("twodmse.train") is None:
-        return "twodmse train is not available yet"
-    from twodmse import data
-    if not data.available("stsb", split="test") or not data.available("stsb", split="train"):
-        return "STS-B is not readable here (no data mirror and no embedded copy)"
-    return None
+def _stsb_scores(folder, layers, max_length, pairs):
+    """{(n, d): Spearman x100} of the model in folder really cut to n layers, first d dims, scored with scipy."""
+    import torch
+    from scipy.stats import spearmanr
+    from twodmse import backbone
+    enc = backbone.load(str(folder), layers=layers, max_length=max_length)
+    with torch.no_grad():
+        a, b = (enc.last_layer(**enc.tokenize(s)) for s in (pairs.s1, pairs.s2))
+    return {d: 100 * spearmanr(torch.nn.functional.cosine_similarity(a[:, :d], b[:, :d]).numpy(),
+                               pairs.scores).statistic for d in (32, 16, 8)}
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(_ci_ready() is not None, reason=str(_ci_ready()))
 def test_ci_config_runs_end_to_end_then_figures_come_from_results_alone(tmp_path):
+    from twodmse import data
+    if not data.available("stsb", split="test") or not data.available("stsb", split="train"):
+        needs.missing("STS-B is not readable here (no data mirror and no embedded copy)")
     wd = tmp_path / "wd"
     result = snakemake("--configfile", "configs/ci.yaml", "-d", wd, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
 
     cfg = load_config("ci")
-    cells = len(cfg["eval"]["dims"]) * 3  # the tiny backbone has 3 layers
+    assert cfg["eval"]["dims"] == [32, 16, 8] and cfg["seeds"] == [1]
+    stsb = data.load_eval("stsb")
     for method, seed in [("untrained", 0)] + [(m, s) for m in cfg["methods"][1:] for s in cfg["seeds"]]:
-        grid = pd.read_csv(wd / f"results/tiny/{method}/seed{seed}/grid.csv")
-        assert len(grid) == cells and grid.spearman.between(-100, 100).all()
+        grid = pd.read_csv(wd / f"results/tiny/{method}/seed{seed}/grid.csv").set_index(["layer", "dim"])
+        assert sorted(grid.index) == [(n, d) for n in (1, 2, 3) for d in (8, 16, 32)]
+        model = wd / (cfg["backbones"]["tiny"] if method == "untrained" else f"runs/tiny/{method}/seed{seed}/model")
+        for n in (1, 2, 3):  # each cell: the model cut to n layers, scored independently
+            for d, want in _stsb_scores(model, n, cfg["eval"]["max_length"], stsb).items():
+                assert grid.spearman[n, d] == pytest.approx(want, abs=1e-3), (method, n, d)
         if method != "untrained":
-            assert (wd / f"results/tiny/{method}/seed{seed}/loss.csv").is_file()
-    assert (wd / "results/tiny/speed/speed.csv").is_file()
-    assert (wd / "results/data_manifest.json").is_file()
-    assert list((wd / "results/benchmarks/train").rglob("*.tsv"))
+            loss = pd.read_csv(wd / f"results/tiny/{method}/seed{seed}/loss.csv")
+            assert loss.step.tolist() == [1, 2, 3, 4] and loss.loss.notna().all()  # max_steps: 4
+            assert loss.lr[0] == 0.0 and loss.lr.max() == pytest.approx(cfg["train"]["lr"])  # warmup 0.25: 1 step
+    speed = pd.read_csv(wd / "results/tiny/speed/speed.csv")
+    assert sorted(zip(speed.layers, speed.dim)) == [(n, d) for n in (1, 2, 3) for d in (8, 16, 32)]
+    assert speed.set_index(["layers", "dim"]).speedup[3, 32] == 1.0
+    # the data check read the same STS-B as the committed default study
+    committed = yaml.safe_load((REPO / "results/data_manifest.json").read_text())
+    manifest = yaml.safe_load((wd / "results/data_manifest.json").read_text())
+    assert manifest["train"]["stsb"]["sha256"] == committed["train"]["stsb"]["sha256"]
+    assert manifest["eval"]["stsb"]["sha256"] == committed["eval"]["stsb"]["sha256"]
+    trained = sorted(p.parent.name for p in (wd / "results/benchmarks/train/tiny").rglob("*.tsv"))
+    assert trained == sorted(cfg["methods"][1:])
     assert (wd / "figures/index.md").is_file()
 
     # A second call finds everything up to date.

@@ -26,5 +26,5 @@ class Method(GridMethod):
         dw = weights(self.opts["dim_weights"], self.dims, "dim_weights")
         W = torch.outer(lw, dw)
         W = W / W.sum()
-        W[self.L - 1, self.col[self.H]] += self.opts["anchor_weight"]
+        W[self.row(self.L), self.col[self.H]] += self.opts["anchor_weight"]
         return W.float()

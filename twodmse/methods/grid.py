@@ -2,7 +2,8 @@
 
 A method is one weight matrix W over (layer 1..L) x (width in .dims), from `cells(step)`, plus an optional
 alignment term from `align(emb, step)`; the loss is sum(W * cell_loss) + align, computed for all cells in one
-pass by losses.grid_loss. Layer n is the output of transformer block n (backbone.Encoder's row n - 1).
+pass by losses.grid_loss. Layer n is the output of transformer block n, at row self.row(n) of W and of the
+all-layers embeddings (backbone.layer_index).
 Training widths default to backbone.default_dims(hidden) (halvings down to 8); the `dims` option changes them,
 and the full width is always included. Sampling is seeded by (seed, step) on the host: deterministic,
 resumable, and no device sync.
@@ -10,7 +11,7 @@ resumable, and no device sync.
 import torch
 
 from .. import losses
-from ..backbone import default_dims
+from ..backbone import default_dims, layer_index
 
 WEIGHTINGS = {"uniform": lambda v: 1.0, "linear": lambda v: float(v), "inverse": lambda v: 1.0 / v}
 
@@ -57,6 +58,10 @@ class GridMethod:
     def cells(self, step=0):
         """W [L, len(dims)] float32: the weight of each (layer, width) cell at this step, 0 = unsupervised."""
         raise NotImplementedError
+
+    def row(self, layer):
+        """The row of 1-based layer n in W and in the all-layers embeddings (backbone.layer_index)."""
+        return layer_index(layer)
 
     def zeros(self):
         """An empty W to fill: float64 while weights are added up, cast to float32 by cells()."""

@@ -18,5 +18,5 @@ class Method(GridMethod):
 
     def cells(self, step=0):
         W = self.zeros()
-        W[self.L - 1, :] = 1
+        W[self.row(self.L), :] = 1
         return W.float()

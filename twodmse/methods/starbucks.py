@@ -45,14 +45,14 @@ class Method(GridMethod):
     def cells(self, step=0):
         W = self.zeros()
         for n, d in self.diagonal:
-            W[n - 1, self.col[d]] = 1
+            W[self.row(n), self.col[d]] = 1
         return W.float()
 
     def align(self, emb, step):
         below = [(n, d) for n, d in self.diagonal if n < self.L]
         if not self.opts["kl_weight"] or not below:
             return None, {}
-        student = torch.stack([emb[n - 1] for n, _ in below])
+        student = torch.stack([emb[self.row(n)] for n, _ in below])
         widths = losses.to_device(torch.tensor([d for _, d in below]), emb.device)
         kl = losses.kl_div(student, self.teacher(emb).expand_as(student), widths).sum()
         return self.opts["kl_weight"] * KL_WEIGHT * kl, {"kl": kl.detach()}

@@ -63,8 +63,8 @@ class Method(GridMethod):
         W, L = self.zeros(), self.L
         n, d = self.sample(step)
         for j in (self.col[self.H], self.col[d]):
-            W[L - 1, j] = 1
-            W[n - 1, j] = 1 if self.two_forwards else 1 / n
+            W[self.row(L), j] = 1
+            W[self.row(n), j] = 1 if self.two_forwards else 1 / n
         return W.float()
 
     def __call__(self, forward, batch, step):
@@ -88,7 +88,7 @@ class Method(GridMethod):
             loss = losses.grid_loss(emb, k, labels, W, self.dims, cfg)[0]
             kl_scale = T * (math.log(2 + n) if self.opts["kl_log_scale"] else 1.0)
         if self.opts["kl_weight"]:
-            kl = losses.kl_div(student[n - 1][None], self.teacher(emb)[None], temperature=T)[0]
+            kl = losses.kl_div(student[self.row(n)][None], self.teacher(emb)[None], temperature=T)[0]
             loss = loss + self.opts["kl_weight"] * kl_scale * kl
             logs["kl"] = kl.detach()
         return loss, logs
