@@ -140,7 +140,6 @@ def get_task(name, **kw):
 
 def build_tasks(names, source="auto", mirror=None):
     """MTEB task objects and a {name: reason} dict of the tasks that cannot run here."""
-    import mteb
     from . import data
     use_hub = {"hub": True, "local": False}.get(source)
     # checked up front, so an offline machine skips hub tasks at once instead of waiting in the datasets retry loop

@@ -30,7 +30,7 @@ import pandas as pd
 from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_gain, fig_heatmaps, fig_pareto, fig_published,
                              ordered, palette, published_for, save, summary_table, write_tables)
 from twodmse.data import EVAL_DATASETS, SPLITS
-from twodmse.util import UserError, atomic_write, output_lock, write_text
+from twodmse.util import UserError, output_lock, write_text
 
 GRID_GLOB = "*/*/seed*/grid.csv"
 GRID_COLUMNS = ["dataset", "split", "layer", "dim", "spearman"]  # required; model/pearson/n_pairs optional

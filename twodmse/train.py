@@ -295,7 +295,7 @@ def train(cfg, out_dir, resume=True):
     with util.output_lock(out) if distributed.is_main() else contextlib.nullcontext():
         checkpoint.check_space(out, backbone.resolve(cfg["model"]))
         method = methods.get(cfg["method"])
-        if hasattr(method, "train"):  # separate, st-matryoshka2d: their own way of training
+        if hasattr(method, "train"):  # a method that trains its own way
             return method.train(cfg, out, resume)
         distributed.join(distributed.device(cfg["device"]))
         run_one(cfg, checkpoint.paths(out), cfg["method"], resume=resume)
@@ -326,7 +326,7 @@ def add_cli(subparsers):
 
 
 def _summary(name):
-    """The first sentence of a method's docstring, after its name."""
+    """The first paragraph of a method's docstring, after its name."""
     doc = (methods.get(name).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     return doc.split(": ", 1)[-1]
 
