@@ -197,6 +197,16 @@ def test_2dmse_sampling_is_deterministic_per_seed_and_step():
     assert W[n - 1, 0].item() == pytest.approx(1 / n) and W[5, 0].item() == 1
 
 
+def test_2dmse_draws_anew_on_every_forward_pass_of_a_step():
+    obj = methods.build("2dmse", 6, 384, seed=7)
+    per_pass = [[obj.sample(s, draw) for draw in range(4)] for s in range(20)]
+    assert [p[0] for p in per_pass] == [obj.sample(s) for s in range(20)]  # pass 0: one draw per step, as before
+    assert sum(len(set(p)) > 1 for p in per_pass) >= 15  # the passes of a step mostly differ
+    assert per_pass == [[methods.build("2dmse", 6, 384, seed=7).sample(s, d) for d in range(4)] for s in range(20)]
+    n, d = obj.sample(3, 2)
+    assert obj.cells(3, 2)[n - 1, obj.dims.index(d)].item() == pytest.approx(1 / n)
+
+
 def base_cell(emb, layer, width, labels):
     return ref_cell(emb[layer - 1, :, :width], 2, labels, losses.config({}, 2))
 

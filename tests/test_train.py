@@ -145,9 +145,11 @@ def run_cli(cfg_path, out, kill_at=None):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path):
+@pytest.mark.parametrize("method", ["full", "2dmse"])
+def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method):
     # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.
-    cfg = config(tiny_bert, pairs_file, max_steps=8, save_every=3, grad_accum=2)
+    # 2dmse draws its (layer, width) per forward pass: the resumed run must draw the same ones.
+    cfg = config(tiny_bert, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     train.train(cfg, tmp_path / "whole")
@@ -170,15 +172,20 @@ def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tm
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
     assert json.loads((out / "train_info.json").read_text())["resumed_from_step"] == 3
+    if method == "2dmse":  # the logged layer is the mean of a step's two draws: .5 where they differed
+        assert [r["layer"] for r in rows] == [r["layer"] for r in whole_rows]
+        assert any(float(r["layer"]) % 1 for r in rows)
 
 
-def test_two_torchrun_processes_train_like_one_process_with_grad_accum_2(tiny_bert, pairs_file, tmp_path):
+@pytest.mark.parametrize("method", ["full", "2dmse"])
+def test_two_torchrun_processes_train_like_one_process_with_grad_accum_2(tiny_bert, pairs_file, tmp_path, method):
     # No dropout, so the only difference left is who computes which slice of each global batch.
     cfg_json = json.loads((tiny_bert / "config.json").read_text())
     cfg_json.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (tiny_bert / "config.json").write_text(json.dumps(cfg_json))
     # 20 pairs, 5 per process: each step takes the same 10 rows as one process with grad_accum 2 (3 epochs)
-    cfg = config(tiny_bert, pairs_file, batch_size=5, max_steps=6, save_every=4)
+    # 2dmse: process r's pass m draws like pass m x 2 + r of one process, so the cells match too
+    cfg = config(tiny_bert, pairs_file, batch_size=5, max_steps=6, save_every=4, method=method)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     train.train({**cfg, "grad_accum": 2}, tmp_path / "one")
@@ -207,8 +214,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_bert, pa
     def build_turning_nan(*args, **kwargs):
         objective = real_build(*args, **kwargs)
 
-        def nan_from_step_3(forward, batch, step):
-            loss, logs = objective(forward, batch, step)
+        def nan_from_step_3(forward, batch, step, draw=0):
+            loss, logs = objective(forward, batch, step, draw)
             return (loss * float("nan") if step >= 3 else loss), logs
         return nan_from_step_3
 

@@ -8,8 +8,10 @@ out/ after a run:
   train_info.json   provenance: config, steps, wall time, final loss; its presence marks the run as finished
 Restarting the same command continues from checkpoint/ and ends at the same weights as an unbroken run: the
 shuffle of epoch e comes from a generator seeded by (seed, e) and every RNG state is in the checkpoint.
-The objective is called as objective(encoder, batch, step) with step = the 0-based optimizer step (the same for
-every forward pass of one gradient accumulation), so its seeded sampling is reproduced on resume.
+The objective is called as objective(encoder, batch, step, draw=i) with step = the 0-based optimizer step and i
+the forward pass within it, counted over accumulation and processes (micro-batch x processes + rank), so a method
+that samples per forward pass draws the same cells on resume, and N processes draw like one process with
+grad_accum x N.
 A method with its own train() (separate, st-matryoshka2d) is handed the run instead of this loop.
 
 Several GPUs (or CPU processes) train one model with DistributedDataParallel when started by torchrun:
@@ -156,7 +158,8 @@ def _accumulate(model, forward, objective, stream, enc, data_cols, cfg, step):
         last = stream.world == 1 or micro == (step + 1) * accum - 1
         with contextlib.nullcontext() if last else model.no_sync():
             with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss, logs = objective(forward, _batch(enc, cols, scores, idx), step)
+                loss, logs = objective(forward, _batch(enc, cols, scores, idx), step,
+                                       draw=(micro - step * accum) * stream.world + stream.rank)
             (loss / accum).backward()
         loss_sum = loss_sum + loss.detach().float() / accum
         for k, v in logs.items():

@@ -75,10 +75,12 @@ class GridMethod:
         """The last layer as the alignment target; the official 2DMSE and Starbucks code do not detach it."""
         return emb[-1].detach() if self.opts.get("detach_teacher") else emb[-1]
 
-    def __call__(self, forward, batch, step):
+    def __call__(self, forward, batch, step, draw=0):
         """forward(input_ids, attention_mask) -> [L, kB, H]; batch = {"input_ids", "attention_mask" [kB, T]
         (rows: B first sentences, B second, B hard negatives if k == 3), "labels": [B] gold scores or None
-        for triplets, "k": 2 or 3}. Returns (loss, logs); log values are floats or 0-dim tensors."""
+        for triplets, "k": 2 or 3}; step = the 0-based optimizer step; draw = which forward pass of that step
+        this is, counted over gradient accumulation and processes (micro-batch x processes + rank), for a
+        method that samples per forward pass. Returns (loss, logs); log values are floats or 0-dim tensors."""
         ids, mask, k, labels = self.unpack(batch)
         cfg = losses.config(self.loss_cfg, k)
         W = self.cells(step)

@@ -9,14 +9,16 @@ only; the ln(2+n) factor is the commit-347bbb6 recipe this suite targets (kl_log
 variant="v1" (commit 74e5ba29 = angle-emb 0.3.5): the teacher and the student come from two separate forward
 passes, no 1/n, and KL * T^2. The teacher is not detached in either (sentence-transformers issue 3757 argues
 it should be: detach_teacher=True). The training widths are the hidden size and the powers of two below it;
-the `dims` option does not apply.
+the `dims` option does not apply. (n, d) is drawn anew on every forward pass, as AnglE's compute_loss and
+sentence-transformers' AdaptiveLayerLoss do: with gradient accumulation or several processes each pass of a
+step has its own draw, seeded by (seed, step, draw), so a resumed or distributed run draws the same cells.
 
 Options: variant ("v2" | "v1"), detach_teacher (False), kl_weight (1.0), kl_temperature (1.0),
 kl_log_scale (True).
 
     from twodmse import methods
     objective = methods.build("2dmse", num_layers=6, hidden_size=384, seed=42)
-    objective.sample(step=0)     # (layer n, width d) drawn for that step
+    objective.sample(step=0)     # (layer n, width d) drawn for the first forward pass of that step
 """
 import math
 import random
@@ -53,26 +55,27 @@ class Method(GridMethod):
     def widths(self, default=None):
         return [self.H] + self.sizes[::-1]
 
-    def sample(self, step):
-        """(layer n, width d) for this step, from a generator seeded by (seed, step)."""
-        rng = random.Random(f"2dmse:{self.seed}:{step}")
+    def sample(self, step, draw=0):
+        """(layer n, width d) of forward pass `draw` of this step, from a generator seeded by (seed, step, draw).
+        The first pass keeps the seed string of one draw per step, so runs without accumulation are unchanged."""
+        rng = random.Random(f"2dmse:{self.seed}:{step}" + (f":{draw}" if draw else ""))
         n = rng.randint(1, self.L - 1)  # AnglE samples the layer first, then the width
         return n, rng.choice(self.sizes)
 
-    def cells(self, step=0):
+    def cells(self, step=0, draw=0):
         W, L = self.zeros(), self.L
-        n, d = self.sample(step)
+        n, d = self.sample(step, draw)
         for j in (self.col[self.H], self.col[d]):
             W[self.row(L), j] = 1
             W[self.row(n), j] = 1 if self.two_forwards else 1 / n
         return W.float()
 
-    def __call__(self, forward, batch, step):
+    def __call__(self, forward, batch, step, draw=0):
         ids, mask, k, labels = self.unpack(batch)
         cfg = losses.config(self.loss_cfg, k)
-        W = self.cells(step)
+        W = self.cells(step, draw)
         logs = {"cells": float((W != 0).sum())}
-        n, d = self.sample(step)
+        n, d = self.sample(step, draw)
         T = self.opts["kl_temperature"]
         logs.update(layer=n, dim=d)
         if self.two_forwards:
