@@ -3,6 +3,7 @@ the `separate` grid is assembled from the right rows, and the CI config runs end
 
 The end-to-end test (marked e2e) takes a few minutes on 2 cores; `pytest -m "not e2e"` leaves it out."""
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -21,10 +22,10 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONFIGS = ["default", "paper", "ci"]
 
 
-def snakemake(*args, cwd=REPO):
+def snakemake(*args, cwd=REPO, env=None):
     """Run Snakemake from the repository root as a user would; the venv's twodmse is on PATH."""
     env = dict(os.environ, HF_HUB_OFFLINE="1",
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]), **(env or {}))
     return subprocess.run([sys.executable, "-m", "snakemake", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
 
@@ -332,3 +333,126 @@ def test_ci_config_runs_end_to_end_then_figures_come_from_results_alone(tmp_path
     redraw = snakemake("figures", "--configfile", "configs/ci.yaml", "-d", wd, "--cores", "1")
     assert redraw.returncode == 0, redraw.stderr[-4000:]
     assert (wd / "figures/index.md").is_file() and list((wd / "figures").glob("heatmap_tiny_*.png"))
+
+
+
+# ---------------------------------------------------------------- sweep (config `sweep:`)
+
+SWEEP_ARG = "sweep={lr: [1.0e-4, 1.0e-3]}"  # --config passes the values as text; the workflow reads them as YAML
+
+
+def test_sweep_config_is_the_default_study_plus_a_sweep():
+    cfg = load_config("sweep")
+    assert cfg.pop("sweep") == {"lr": [2.0e-5, 5.0e-5, 1.0e-4, 2.0e-4]}
+    assert cfg == load_config("default")
+    validate(load_config("sweep"))
+
+
+def test_sweep_dry_run_trains_every_candidate_and_tests_only_the_pick(tmp_path):
+    result = snakemake("-n", "--configfile", "configs/sweep.yaml", "-d", tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    cfg = load_config("sweep")
+    settings = cfg.get("method_settings") or {}
+    trained = [m for m in cfg["methods"] if m != "untrained"]
+    separate = [m for m in trained if settings.get(m, {}).get("method", m) == "separate"]
+    n_values = len(cfg["sweep"]["lr"])
+    n_runs = len(cfg["backbones"]) * len(cfg["seeds"])
+    counts = job_counts(result.stdout)
+    assert counts["train"] == counts["train_config"] == len(trained) * n_values * n_runs  # 6 x 4 = 24
+    assert counts["select"] == len(trained) * len(cfg["backbones"])  # one per method: 6
+    assert counts["sweep_pick"] == counts["train_log"] == len(trained) * n_runs  # only picked runs reach results
+    # one dev evaluation per candidate, one test evaluation per method (its picked run), untrained once
+    assert counts["evaluate"] == (len(trained) - len(separate)) * (n_values + 1) * n_runs + len(cfg["backbones"])
+    assert counts["combine_separate"] == len(separate) * (n_values + 1) * n_runs
+    assert "runs/minilm/baseline/sweep/lr=2e-5/seed42/train_config.yaml" in result.stdout
+    assert "results/minilm/baseline/sweep/selection.json" in result.stdout
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("sweep={lrr: [1.0e-4]}", "config key 'sweep': 'lrr' is not a `train` key (did you mean 'lr'?)"),
+    ("sweep={lr: []}", "config key 'sweep.lr': give a non-empty list of values to try"),
+    ("sweep={}", "config key 'sweep': name at least one `train` key with a list of values"),
+    ("sweep={lr: [2e-5]}", "config key 'sweep.lr': '2e-5' is not of type 'number' (write numbers as 2.0e-5"),
+    ("sweep={batch_size: [0]}", "config key 'sweep.batch_size': 0 is less than the minimum of 1"),
+])
+def test_bad_sweep_stops_with_one_message_naming_the_key(arg, message, tmp_path):
+    out = _short_config_error(snakemake("-n", "--configfile", "configs/ci.yaml", "-d", tmp_path, "--config", arg))
+    assert message in out, out
+
+
+def test_sweep_without_a_readable_dev_split_stops_before_planning(tmp_path):
+    # twodmse.data.available() patched (sitecustomize) to find no dev split, as on a machine without one
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import twodmse.data as d\n"
+        "_available = d.available\n"
+        "d.available = lambda name, *a, split=None, **k: split != 'dev' and _available(name, *a, split=split, **k)\n")
+    result = snakemake("-n", "--configfile", "configs/ci.yaml", "-d", tmp_path / "wd", "--config", SWEEP_ARG,
+                       env={"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])})
+    out = _short_config_error(result)
+    assert "config key 'sweep'" in out and "STS-B dev" in out and "remove `sweep`" in out, out
+
+
+def test_select_picks_the_highest_dev_grid_mean_and_the_first_of_a_tie(tmp_path):
+    select = load_script("select_sweep")
+
+    def dev_grid(name, scores):
+        path = tmp_path / f"{name}.csv"
+        pd.DataFrame([{"dataset": "stsb", "split": "dev", "layer": n, "dim": 8, "spearman": v}
+                      for n, v in enumerate(scores, 1)]).to_csv(path, index=False)
+        return path
+
+    candidates = {f"m/sweep/lr={v}": {"lr": v} for v in (1, 2, 3)}
+    grids = {"m/sweep/lr=1": {1: dev_grid("a1", [10, 20]), 2: dev_grid("a2", [30, 40])},  # mean 25
+             "m/sweep/lr=2": {1: dev_grid("b1", [30, 30]), 2: dev_grid("b2", [20, 20])},  # 25: a tie, later
+             "m/sweep/lr=3": {1: dev_grid("c1", [0, 0]), 2: dev_grid("c2", [0, 100])}}  # 25 as well
+    records, best = select.select(candidates, grids)
+    assert [r["dev_grid_mean"] for r in records] == [25, 25, 25] and best["candidate"] == "lr=1"
+    grids["m/sweep/lr=3"][2] = dev_grid("c2", [0, 101])
+    assert select.select(candidates, grids)[1]["values"] == {"lr": 3}
+
+
+@pytest.mark.e2e
+def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
+    from twodmse import data, report
+    if not all(data.available("stsb", split=s) for s in ("train", "dev", "test")):
+        needs.missing("STS-B train, dev and test are not readable here (no data mirror and no embedded copy)")
+    wd = tmp_path / "wd"
+    # baseline only, to keep CI short: separate's candidates and twins are planned by the dry-run test above
+    args = ["--configfile", "configs/ci.yaml", "-d", wd, "--config", "methods=[baseline]", SWEEP_ARG]
+    result = snakemake(*args, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = wd / "results/tiny"
+    for method in ("baseline",):
+        selection = json.loads((results / method / "sweep/selection.json").read_text())
+        means = {}
+        for cand in ("lr=1e-4", "lr=1e-3"):  # the dev grid mean, recomputed from the candidate's dev grid
+            grid = pd.read_csv(results / method / "sweep" / cand / "seed1/grid.csv")
+            assert set(grid.split) == {"dev"} and set(grid.dataset) == {"stsb"} and len(grid) == 9  # 3 x 3 cells
+            means[cand] = grid.spearman.mean()
+        assert {c["candidate"]: c["dev_grid_mean"] for c in selection["candidates"]} == pytest.approx(means)
+        picked = max(means, key=means.get)
+        assert selection["picked"]["candidate"] == picked
+        assert selection["picked"]["values"] == {"lr": {"lr=1e-4": 1e-4, "lr=1e-3": 1e-3}[picked]}
+        # the method's run is the picked candidate's: its model(s), its provenance, scored on test
+        run = wd / "runs/tiny" / method / "seed1"
+        model = "model" if method == "baseline" else "model_layers3"
+        assert (run / model).resolve() == (wd / "runs/tiny" / method / "sweep" / picked / "seed1" / model).resolve()
+        info = json.loads((results / method / "seed1/train_info.json").read_text())
+        assert info["sweep"]["picked"]["candidate"] == picked and info["config"]["lr"] == selection["picked"]["values"]["lr"]
+        grid = pd.read_csv(results / method / "seed1/grid.csv")
+        assert set(grid.split) == {"test"}
+    # the picked baseline's test grid is its model's, cell by cell
+    grid = pd.read_csv(results / "baseline/seed1/grid.csv").set_index(["layer", "dim"])
+    for d, want in _stsb_scores(wd / "runs/tiny/baseline/seed1/model", 3, 64, data.load_eval("stsb")).items():
+        assert grid.spearman[3, d] == pytest.approx(want, abs=1e-3)
+    # the report sees the picked runs only, and draws the sweep
+    found = sorted(str(p.relative_to(wd / "results")) for p in (wd / "results").glob(report.GRID_GLOB))
+    assert found == ["tiny/baseline/seed1/grid.csv"]
+    assert (wd / "figures/sweep_tiny.png").is_file()
+    table = (wd / "figures/sweep_tiny.md").read_text()
+    assert "| method | picked | lr=1e-4 | lr=1e-3 |" in table
+    # a second call finds everything up to date (the links of sweep_pick do not look new)
+    again = snakemake("-n", *args)
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,7 +1,7 @@
 """The figures and tables of `twodmse report`, one function each: frames in, files out, nothing read from disk.
 
 heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus
-baseline), pareto (speedup vs quality), published (ours next to published numbers by fraction of depth and
+baseline), pareto (speedup vs quality), sweep (dev grid mean per swept value), published (ours next to published numbers by fraction of depth and
 width). `save` writes each figure atomically in every requested format; summary_table and write_tables give
 summary_{view}.{md,tex}.
 """
@@ -134,6 +134,28 @@ def fig_gain(cells, methods, baseline, title):
     return heatmap_panels(panels, f"{title}\ngain over {baseline} per cell (blue: better)",
                           f"Spearman gain over {baseline}", cmap="RdBu", vmin=-lim, vmax=lim,
                           fmt="+.1f")  # symmetric limits put white at zero
+
+
+def fig_sweep(sweep, methods, colors, title):
+    """Sweep: STS-B dev grid mean of each candidate (x: the swept values, in sweep order), one line per method,
+    the picked candidate ringed. sweep: rows of method, candidate, dev_grid_mean, picked."""
+    import matplotlib.pyplot as plt
+    candidates = list(dict.fromkeys(sweep.candidate))  # sweep order, as selection.json lists them
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(candidates) + 3.5), 3.8), layout="constrained")
+    for method in methods:
+        s = sweep[sweep.method == method]
+        x = [candidates.index(c) for c in s.candidate]
+        ax.plot(x, s.dev_grid_mean, marker="o", ms=4, color=colors[method], label=method)
+        best = s[s.picked]
+        ax.scatter([candidates.index(c) for c in best.candidate], best.dev_grid_mean, s=160, facecolors="none",
+                   edgecolors=colors[method], linewidths=2)
+    ax.set_xticks(range(len(candidates)), candidates)
+    ax.set_xlabel("swept values (ringed: picked, the highest dev grid mean)")
+    ax.set_ylabel("STS-B dev Spearman x100\n(grid mean)")
+    ax.grid(alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), title="method", fontsize=8, loc="outside right upper")
+    fig.suptitle(title)
+    return fig
 
 
 def pareto_front(points):

@@ -16,8 +16,13 @@ throughput_median, speedup; by default every <results>/**/speed.csv, where
 figure. Published numbers come from twodmse/published/*.csv, shipped with the package (written by
 twodmse/published/build.py; configs/published in the repository links there).
 
+Optional sweep selections (SWEEP_GLOB, <results>/<backbone>/<method>/sweep/selection.json, written by the
+workflow's rule select) give sweep_<backbone> (PNG+PDF and .md): each candidate's STS-B dev grid mean and the
+pick. The candidates' own dev grids live deeper (<method>/sweep/<values>/seed<k>/grid.csv) and are not read
+as runs: only the picked run is in the grid layout above.
+
 Only cached CSVs are read (no torch), and every output is written atomically:
-heatmap_*, curves_*, gain_*, pareto_*, published_* (PNG+PDF), summary_{avg,stsb}.{md,tex}
+heatmap_*, curves_*, gain_*, pareto_*, published_*, sweep_* (PNG+PDF), summary_{avg,stsb}.{md,tex}
 and index.md (what was written and what was skipped, and why).
 """
 import re
@@ -28,11 +33,13 @@ import numpy as np
 import pandas as pd
 
 from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_gain, fig_heatmaps, fig_pareto, fig_published,
-                             ordered, palette, published_for, save, summary_table, write_tables)
+                             fig_sweep, markdown, ordered, palette, published_for, save, summary_table,
+                             write_tables)
 from twodmse.data import EVAL_DATASETS, SPLITS
 from twodmse.util import UserError, output_lock, write_text
 
 GRID_GLOB = "*/*/seed*/grid.csv"
+SWEEP_GLOB = "*/*/sweep/selection.json"
 GRID_COLUMNS = ["dataset", "split", "layer", "dim", "spearman"]  # required; model/pearson/n_pairs optional
 SPEED_COLUMNS = ["model", "layers", "dim", "device", "batch_size", "speedup"]
 STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list (numpy only, no torch)
@@ -86,6 +93,38 @@ def read_grid(path):
     df["backbone"], df["method"] = backbone_dir, method_dir  # folder wins: it names variants
     df["seed"] = int(re.sub(r"\D", "", seed_dir) or 0)
     return df
+
+
+def load_sweeps(results):
+    """Every selection.json under results as rows of backbone, method, candidate, dev_grid_mean, picked;
+    None when there is none."""
+    import json
+    rows = []
+    for path in sorted(Path(results).glob(SWEEP_GLOB)):
+        try:
+            sel = json.loads(path.read_text())
+            rows += [{"backbone": path.parts[-4], "method": path.parts[-3], "candidate": c["candidate"],
+                      "dev_grid_mean": float(c["dev_grid_mean"]),
+                      "picked": c["candidate"] == sel["picked"]["candidate"]} for c in sel["candidates"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ReportError(f"{path}: not a sweep selection ({e!r}); rerun the workflow's rule select") from None
+    return pd.DataFrame(rows) if rows else None
+
+
+def sweep_outputs(sweeps, backbone, out, formats):
+    """sweep_<backbone>: the dev grid mean of every candidate per method, the pick marked (figure and table)."""
+    s = sweeps[sweeps.backbone == backbone]
+    methods = ordered(s.method.unique())
+    title = f"{backbone}: sweep, candidates scored on STS-B dev"
+    written = save(fig_sweep(s, methods, palette(methods), title), out, f"sweep_{slug(backbone)}", formats)
+    table = s.pivot(index="method", columns="candidate", values="dev_grid_mean").loc[methods,
+                                                                                    list(dict.fromkeys(s.candidate))]
+    table.insert(0, "picked", [s[(s.method == m) & s.picked].candidate.iloc[0] for m in methods])
+    caption = (f"{title}: grid mean Spearman x100 over every (layer, dim) cell and seed; the picked candidate "
+               f"(highest) is the method's run in the other figures and tables.")
+    written.append(write_text(Path(out) / f"sweep_{slug(backbone)}.md",
+                              f"{caption}\n\n{markdown(table.reset_index())}"))
+    return written
 
 
 def load_speed(path):
@@ -272,10 +311,13 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
     if pub is None and published:  # published=None or '' leaves them out on purpose
         notes.append(f"no published CSVs in {published}; pass --published with the folder that "
                      f"twodmse/published/build.py writes (default {DEFAULT_PUBLISHED})")
+    sweeps = load_sweeps(results)
     written, tables = [], {}
     for backbone in sorted(grid.backbone.unique()):
         w, t = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df, notes)
         written += w
+        if sweeps is not None and (sweeps.backbone == backbone).any():
+            written += sweep_outputs(sweeps, backbone, out, formats)
         for view, df in t.items():
             tables.setdefault(view, []).append(df)
     written += write_tables(tables, out)
@@ -326,7 +368,8 @@ def add_cli(subparsers):
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
                "curves_* (score per layer at several widths), gain_* (method minus baseline), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
-               "published BERT-base numbers by fraction of depth and width); summary_{avg,stsb}"
+               "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
+               "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
                ".{md,tex} (grid mean, worst cell, full-size cell per method); index.md lists "
                "everything and what was skipped. Example: twodmse report --results results "
                "--out figures")

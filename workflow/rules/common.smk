@@ -60,6 +60,43 @@ def validate_config(cfg, schema_file):
                             + (f"config key '{key}': " if key else "config: ") + problem.message) from None
 
 
+def check_sweep(cfg, schema_file):
+    """Stop on a bad `sweep:` (a key that is not a train key, no values) with one line naming the key and the fix.
+
+    Checked before validate(), whose messages for these cases do not say what a sweep needs."""
+    import difflib
+    import yaml
+    from jsonschema.validators import validator_for
+
+    sweep = cfg.get("sweep")
+    if sweep is None:
+        return
+    example = "e.g. sweep: {lr: [2.0e-5, 5.0e-5, 1.0e-4]}"
+    if not isinstance(sweep, dict) or not sweep:
+        raise WorkflowError(f"config key 'sweep': name at least one `train` key with a list of values, {example}; "
+                            "or remove `sweep` to train each method once")
+    schema = yaml.safe_load(Path(schema_file).read_text())
+    keys = list(schema["$defs"]["train_keys"]["properties"])
+    for key, values in sweep.items():
+        if key not in keys:
+            near = difflib.get_close_matches(str(key), keys, n=1)
+            raise WorkflowError(f"config key 'sweep': '{key}' is not a `train` key"
+                                + (f" (did you mean '{near[0]}'?)" if near else "")
+                                + f"; a sweep varies keys of `train`: {', '.join(keys)}")
+        if not isinstance(values, list) or not values:
+            raise WorkflowError(f"config key 'sweep.{key}': give a non-empty list of values to try, {example}; "
+                                f"or remove '{key}' from `sweep`")
+        # --config passes nested values as text ('1.0e-4'): read each as a config file would, then check it as
+        # the train key's own value (the rest of `train` is checked by validate()).
+        sweep[key] = values = [yaml.safe_load(v) if isinstance(v, str) else v for v in values]
+        check = validator_for(schema)({"$defs": schema["$defs"], "$ref": f"#/$defs/train_keys/properties/{key}"})
+        for value in values:
+            if (error := next(iter(check.iter_errors(value)), None)) is not None:
+                raise WorkflowError(f"config key 'sweep.{key}': {error.message}" + (
+                    " (write numbers as 2.0e-5: YAML reads 2e-5 as text)" if isinstance(value, str) else ""))
+
+
+check_sweep(config, SCHEMA)
 validate_config(config, SCHEMA)
 
 UNTRAINED = "untrained"  # the backbone evaluated as is; no seed, so it lives in seed0/
@@ -74,7 +111,9 @@ SETTINGS = config["method_settings"]
 
 
 def base_method(name):
-    """The training method behind a method name (itself, or what a variant names)."""
+    """The training method behind a method name (itself, or what a variant names), or a sweep candidate's
+    ("m/sweep/lr=1e-4": m's; a method name has no '/')."""
+    name = name.split("/sweep/")[0]
     return SETTINGS.get(name, {}).get("method", name)
 
 
@@ -95,8 +134,60 @@ def check_methods():
 check_methods()
 
 TRAINED = [m for m in METHODS if m != UNTRAINED]
+
+# ---------------------------------------------------------------- sweep
+# With `sweep: {key: [values]}` every trained method m is trained once per combination of values: the candidate
+# "m/sweep/<key>=<value>[,<key>=<value>...]", a run name like a method's (runs/<b>/m/sweep/lr=1e-4/seed<k>).
+# Candidates are scored on STS-B dev; rule select picks each method's best by dev grid mean and rule sweep_pick
+# makes the picked candidate run m itself (runs/<b>/m/seed<k>), which is evaluated and reported as usual.
+SWEEP = config.get("sweep") or {}
+
+
+def value_text(v):
+    """A swept value as written in a folder name: 1e-4, 2e-5, 32, cls."""
+    if isinstance(v, float):
+        mantissa, exponent = f"{v:.6e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}" if not -2 <= int(exponent) <= 5 else f"{v:g}"
+    return str(v)
+
+
+def sweep_candidates():
+    """{candidate name: (method, {key: value})}, each method's candidates in the order of the values."""
+    import itertools
+    combos = [dict(zip(SWEEP, values)) for values in itertools.product(*SWEEP.values())] if SWEEP else []
+    candidates = {}
+    for m in TRAINED:
+        for values in combos:
+            cand = ",".join(f"{k}={value_text(v)}" for k, v in values.items())
+            if not re.fullmatch(r"[A-Za-z0-9_.+=,-]+", cand):
+                raise WorkflowError(f"config key 'sweep': value(s) {values} do not make a folder name "
+                                    f"('{cand}'); use numbers or plain words")
+            candidates[f"{m}/sweep/{cand}"] = (m, values)
+    return candidates
+
+
+CANDIDATES = sweep_candidates()
+
+
+def check_dev_split():
+    """A sweep selects on STS-B dev: stop before planning when it cannot be read here."""
+    from twodmse import data
+    if CANDIDATES and not data.available("stsb", split="dev"):
+        raise WorkflowError("config key 'sweep': the sweep scores every candidate on STS-B dev, which is not "
+                            "readable here (no data mirror with stsb dev and no embedded copy); set TWODMSE_DATA "
+                            "to a data mirror that has it, or remove `sweep` from the config")
+
+
+check_dev_split()
+
+
+# What `train` trains: the methods, or with a sweep their candidates (the methods then come from sweep_pick).
+TRAIN_RUNS = list(CANDIDATES) if CANDIDATES else TRAINED
 SEPARATE = [m for m in TRAINED if base_method(m) == "separate"]
 SINGLE = [m for m in TRAINED if m not in SEPARATE]  # one model folder per run
+SEPARATE_CANDIDATES = [c for c in CANDIDATES if base_method(c) == "separate"]
+SINGLE_CANDIDATES = [c for c in CANDIDATES if c not in SEPARATE_CANDIDATES]
 
 
 def one_of(names):
@@ -195,10 +286,11 @@ Run = namedtuple("Run", "backbone method seed")  # the wildcards of one run, out
 
 
 def run_settings(w):
-    """Shared train keys, then the method's overrides."""
-    settings = dict(SETTINGS.get(w.method, {}))
+    """Shared train keys, then the method's overrides, then (for a sweep candidate) the swept values."""
+    method, swept = CANDIDATES.get(w.method, (w.method, {}))
+    settings = dict(SETTINGS.get(method, {}))
     settings.pop("method", None)
-    return {**config["train"], **settings,
+    return {**config["train"], **settings, **swept,
             "model": backbone_model(w.backbone), "method": base_method(w.method), "seed": int(w.seed)}
 
 
@@ -208,7 +300,7 @@ def baseline_twin(w):
     if base_method(w.method) != "separate":
         return None
     want = {**run_settings(w), "method": "baseline"}
-    for m in SINGLE:
+    for m in (SINGLE_CANDIDATES if CANDIDATES else SINGLE):  # a candidate's twin is a candidate
         twin = Run(w.backbone, m, w.seed)
         if base_method(m) == "baseline" and run_settings(twin) == want:
             return twin
@@ -230,7 +322,7 @@ def twin_input(w):
 
 def all_run_configs():
     """{"<backbone>/<method>/seed<k>": run config} of every trained run."""
-    return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m in TRAINED for s in SEEDS}
+    return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m in TRAIN_RUNS for s in SEEDS}
 
 
 def load_script(name):
@@ -247,6 +339,7 @@ def train_data_specs():
     """Every training set some run uses (the data check loads each once)."""
     specs = {config["train"].get("train_data", "stsb")}
     specs |= {SETTINGS[m]["train_data"] for m in TRAINED if "train_data" in SETTINGS.get(m, {})}
+    specs |= set(SWEEP.get("train_data", []))
     return sorted(specs) if TRAINED else []
 
 
@@ -269,3 +362,24 @@ def mteb_tables():
     if not config["mteb"]["enabled"]:
         return []
     return [f"{d}/mteb/mteb_scores.csv" for d in result_dirs([m for m in METHODS if m not in SEPARATE])]
+
+
+def sweep_selections():
+    """results/<backbone>/<method>/sweep/selection.json of every swept method."""
+    return [f"results/{b}/{m}/sweep/selection.json" for b in BACKBONES for m in TRAINED] if CANDIDATES else []
+
+
+def candidates_of(method):
+    return [c for c, (m, _) in CANDIDATES.items() if m == method]
+
+
+def dev_eval_args():
+    """A sweep candidate is scored on STS-B dev at every cell (the widths, pooling and lengths of `eval`)."""
+    e = config["eval"]
+    return " ".join(filter(None, [
+        "--datasets stsb --split dev", f"--batch-size {e['batch_size']} --max-length {e['max_length']}",
+        csv_arg("--dims", e["dims"]), pooling_arg(), "--cache cache/embeddings"]))
+
+
+def run_eval_args(w):
+    return dev_eval_args() if w.method in CANDIDATES else eval_args()

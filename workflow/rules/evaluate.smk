@@ -13,10 +13,10 @@ rule evaluate:
                     category="Grids", subcategory="{backbone}"),
         info="results/{backbone}/{method}/seed{seed}/grid.json",
     wildcard_constraints:
-        method=one_of(SINGLE + [UNTRAINED]),
+        method=one_of(SINGLE + [UNTRAINED] + SINGLE_CANDIDATES),
     params:
         model=model_of_run,
-        args=eval_args(),
+        args=run_eval_args,  # a sweep candidate: STS-B dev
     threads: config["threads"]
     log:
         "runs/logs/evaluate/{backbone}/{method}/seed{seed}.log",
@@ -37,10 +37,10 @@ rule evaluate_separate_layers:
     output:
         directory("runs/{backbone}/{method}/seed{seed}/eval"),
     wildcard_constraints:
-        method=one_of(SEPARATE),
+        method=one_of(SEPARATE + SEPARATE_CANDIDATES),
     params:
         run=lambda w: run_dir(w),
-        args=eval_args(),
+        args=run_eval_args,
     threads: config["threads"]
     log:
         "runs/logs/evaluate/{backbone}/{method}/seed{seed}.log",
@@ -67,10 +67,60 @@ rule combine_separate:
                     category="Grids", subcategory="{backbone}"),
         info="results/{backbone}/{method}/seed{seed}/grid.json",
     wildcard_constraints:
-        method=one_of(SEPARATE),
+        method=one_of(SEPARATE + SEPARATE_CANDIDATES),
     log:
         "runs/logs/combine_separate/{backbone}/{method}/seed{seed}.log",
     conda:
         "../envs/twodmse.yaml"
     script:
         "../scripts/combine_separate.py"
+
+
+# Sweep (config `sweep:`): each candidate m/sweep/<values> of a method m was trained and scored on STS-B dev by the
+# rules above (results/<backbone>/m/sweep/<values>/seed<k>/grid.csv, split dev). select picks m's best by dev grid
+# mean; sweep_pick makes the picked candidate run m itself, which rule evaluate then scores on test as usual.
+
+localrules:
+    select,
+    sweep_pick,
+
+
+rule select:
+    """Pick a method's sweep candidate with the highest STS-B dev grid mean (over cells and seeds)."""
+    input:
+        lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method) for s in SEEDS],
+    output:
+        "results/{backbone}/{method}/sweep/selection.json",
+    wildcard_constraints:
+        method=one_of(TRAINED),
+    params:
+        candidates=lambda w: {c: CANDIDATES[c][1] for c in candidates_of(w.method)},
+        seeds=SEEDS,
+        sweep=SWEEP,
+    log:
+        "runs/logs/select/{backbone}/{method}.log",
+    conda:
+        "../envs/twodmse.yaml"
+    script:
+        "../scripts/select_sweep.py"
+
+
+rule sweep_pick:
+    """The picked candidate's run as the method's run: links to its model(s), its loss curves and train_info.json
+    with the selection added."""
+    input:
+        selection="results/{backbone}/{method}/sweep/selection.json",
+        trained=lambda w: [f"runs/{w.backbone}/{c}/seed{w.seed}/train_info.json" for c in candidates_of(w.method)],
+    output:
+        "runs/{backbone}/{method}/seed{seed}/train_info.json",
+    wildcard_constraints:
+        method=one_of(TRAINED if CANDIDATES else []),
+    params:
+        runs=lambda w: f"runs/{w.backbone}",
+        seed=lambda w: w.seed,
+    log:
+        "runs/logs/sweep_pick/{backbone}/{method}/seed{seed}.log",
+    conda:
+        "../envs/twodmse.yaml"
+    script:
+        "../scripts/sweep_pick.py"

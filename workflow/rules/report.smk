@@ -9,6 +9,7 @@ rule report:
         speed_tables(),
         mteb_tables(),
         train_records(),
+        sweep_selections(),
         "results/data_manifest.json",
     output:
         report(directory("figures"), patterns=["{name}.png"], caption="../report/figures.rst",

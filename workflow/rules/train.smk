@@ -9,7 +9,7 @@ rule train_config:
     output:
         "runs/{backbone}/{method}/seed{seed}/train_config.yaml",
     wildcard_constraints:
-        method=one_of(TRAINED),
+        method=one_of(TRAIN_RUNS),
     params:
         settings=run_config,
     log:
@@ -47,7 +47,7 @@ rule train:
     output:
         "runs/{backbone}/{method}/seed{seed}/train_info.json",
     wildcard_constraints:
-        method=one_of(TRAINED),
+        method=one_of(TRAIN_RUNS),  # with a sweep, its candidates (rule sweep_pick makes the methods' runs)
     params:
         out=lambda w: run_dir(w),
         # How training starts: OMP threads, then `twodmse train` or the configured launcher. It does not change
