@@ -60,6 +60,10 @@ REPO = Path(__file__).resolve().parent.parent
 # `python -c WRAPPER ARGS...`: apply one patch, then run the CLI exactly as `python -m twodmse.cli ARGS...` does.
 WRAPPER = """\
 import os, signal, sys
+def _write_half_then_die(raw, path):  # a machine dying in the middle of a write
+    with open(path, "wb") as out:
+        out.write(raw[:len(raw) // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
 {patch}
 from twodmse import cli
 sys.argv[0] = "twodmse"
@@ -77,10 +81,7 @@ def _save(obj, f, *a, **k):
         return _real_save(obj, f, *a, **k)
     buf = io.BytesIO()
     _real_save(obj, buf, *a, **k)
-    raw = buf.getvalue()
-    with open(f, "wb") as out:
-        out.write(raw[:len(raw) // 2])
-    os.kill(os.getpid(), signal.SIGKILL)
+    _write_half_then_die(buf.getvalue(), f)
 torch.save = _save
 """
 
@@ -101,10 +102,7 @@ from twodmse import evaluate
 def _half(emb, path):
     buf = io.BytesIO()
     np.save(buf, emb)
-    raw = buf.getvalue()
-    with open(path, "wb") as out:
-        out.write(raw[:len(raw) // 2])
-    os.kill(os.getpid(), signal.SIGKILL)
+    _write_half_then_die(buf.getvalue(), path)
 evaluate._save_npy = _half
 """
 

@@ -22,6 +22,7 @@ OFFLINE_PACKAGES = {
 }
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert")  # model types whose AutoModel adds a pooler
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 FOLDER_FIX = ("pass a folder that holds config.json, the weights and the tokenizer files, as save_pretrained or "
               "sentence-transformers write it")
@@ -260,8 +261,9 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
     tokenizer = _tokenizer(path, config)
     max_length = usable_max_length(config, max_length or default_max_length(path), path)
     try:
-        model = AutoModel.from_pretrained(path, add_pooling_layer=False) if _is_bert_like(path) \
-            else AutoModel.from_pretrained(path)
+        # the pooler of a BERT-like model is dropped: nothing here uses it
+        extra = {"add_pooling_layer": False} if config.model_type in BERT_LIKE else {}
+        model = AutoModel.from_pretrained(path, config=config, **extra)
     except (OSError, ValueError) as e:
         raise UserError(f"model folder {path}: cannot load its weights ({e}). Fix: {FOLDER_FIX}") from None
     if layers is not None:
@@ -270,11 +272,6 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
     if device:
         enc.to(device)
     return enc.eval()
-
-
-def _is_bert_like(path):
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    return cfg.get("model_type") in ("bert", "roberta", "xlm-roberta", "camembert")
 
 
 def make_tiny(folder, layers=3, hidden=32, seed=0):

@@ -42,8 +42,7 @@ def set_rng_state(state):
 def check_space(out, model_path):
     """Up front: room for two checkpoints (weights + AdamW's two moments each, during the swap) and the model."""
     weights = sum(f.stat().st_size for f in Path(model_path).glob("*") if f.name in backbone.WEIGHT_FILES)
-    where = next(p for p in (Path(out).absolute(), *Path(out).absolute().parents) if p.exists())
-    need, free = 7 * weights, shutil.disk_usage(where).free
+    need, free = 7 * weights, util.free_bytes(out)
     if free < need:
         raise util.UserError(f"--out {out}: {free / 1e6:.1f} MB free, but training {model_path} writes about "
                              f"{need / 1e6:.1f} MB there (checkpoints and the model). Fix: free space or choose "

@@ -77,10 +77,16 @@ def check_split(name, split):
     if name not in EVAL_DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(EVAL_DATASETS)}")
     valid = SPLITS.get(name, ("test",))
-    split = valid[0] if split is None else SPLIT_ALIASES.get(split, split)
-    if split not in valid:
+    if split is None:
+        return valid[0]
+    if not has_split(name, split):
         raise UserError(f"{name} has no split {split!r}; choose from {', '.join(valid)}")
-    return split
+    return SPLIT_ALIASES.get(split, split)
+
+
+def has_split(name, split):
+    """Whether dataset `name` has `split` (aliases allowed)."""
+    return SPLIT_ALIASES.get(split, split) in SPLITS.get(name, ("test",))
 
 
 def _sts_folder(root, name):

@@ -4,6 +4,8 @@ import os
 
 import torch
 
+from . import util
+
 
 def world():
     """(rank, world size, local rank): set by torchrun; a plain run is (0, 1, 0)."""
@@ -17,7 +19,7 @@ def is_main():
 
 def device(wanted):
     """The device of this process: `wanted` (a config's device) or cuda when available; one GPU per process."""
-    chosen = wanted or ("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = util.check_device(wanted, "device")
     rank, size, local = world()
     if size > 1 and chosen == "cuda":
         torch.cuda.set_device(local)

@@ -186,9 +186,9 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
     pooling = pooling or backbone.default_pooling(path)
     get_encoder = functools.cache(lambda: backbone.load(path, pooling, max_length, device))
     # every data file is read and checked before any encoding
-    sets = [data.load_eval(name, split=split, source=source, mirror=mirror) for name in datasets]
+    loaded = [data.load_eval(name, split=split, source=source, mirror=mirror) for name in datasets]
     rows = []
-    for pairs in sets:
+    for pairs in loaded:
         emb1, emb2 = pair_embeddings(get_encoder, checkpoint_hash, pooling, max_length, pairs,
                                      cache_dir, batch_size, progress)
         for row in grid_scores(emb1, emb2, pairs.scores, dims):
@@ -196,7 +196,7 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
                 raise RuntimeError(f"{pairs.name} {pairs.split} layer {row['layer']} dim {row['dim']}: "
                                    f"correlation is not finite ({row})")
             rows.append({"model": model, "dataset": pairs.name, "split": pairs.split, **row})
-    sets = [{"dataset": p.name, "split": p.split, "n_pairs": len(p), "source": p.source} for p in sets]
+    sets = [{"dataset": p.name, "split": p.split, "n_pairs": len(p), "source": p.source} for p in loaded]
     info = {"model": model, "model_path": str(path), "checkpoint_hash": checkpoint_hash,
             "pooling": pooling, "max_length": max_length, "dims": dims,
             "num_layers": config.num_hidden_layers, "datasets": sets,
@@ -232,7 +232,7 @@ def dataset_names(spec, split=None, source="auto", mirror=None):
         raise util.UserError(f"--datasets: unknown dataset(s) {unknown or [spec]}; choose from "
                              f"{', '.join(data.EVAL_DATASETS)} or 'all'")
     if spec == "all" and split is not None:  # 'all' with a split: the sets that have it
-        lacking = [n for n in names if data.SPLIT_ALIASES.get(split, split) not in data.SPLITS.get(n, ("test",))]
+        lacking = [n for n in names if not data.has_split(n, split)]
         if lacking:
             print(f"skipping {', '.join(lacking)}: no split {split!r}", file=sys.stderr)
         names = [n for n in names if n not in lacking]

@@ -258,23 +258,18 @@ def fig_published(cells, pub, methods, colors, backbone, view_name):
             ax.plot(x(q), q.value, ls=pub_style[lab], marker="s", mfc="none", ms=5,
                     color=colors.get(q.method.iloc[0], "grey"), label=lab)
 
-    ax = axes[0]  # depth at full width
-    for m in methods:
-        c = cells[(cells.method == m) & (cells.dim == H)].sort_values("layer")
-        ours(ax, c, c.layer / L, m)
-    p = pub[(pub.dim == pub.hidden_size) & pub.source_id.str.startswith("2dmse")]
-    theirs(ax, p.sort_values("layer"), lambda q: q.layer_frac)
-    ax.set(title="depth at full width", xlabel="fraction of layers used (layer / L)",
-           ylabel=f"{view_name} Spearman x100")
-
-    ax = axes[1]  # width at full depth
-    for m in methods:
-        c = cells[(cells.method == m) & (cells.layer == L)].sort_values("dim")
-        ours(ax, c, c.dim / H, m)
-    p = pub[(pub.layer == pub.num_layers) & pub.source_id.str.startswith("2dmse")]
-    theirs(ax, p.sort_values("dim"), lambda q: q.dim_frac)
-    ax.set_xscale("log", base=2)
-    ax.set(title="width at full depth", xlabel="fraction of dims kept (dim / H, log scale)")
+    # depth at full width, then width at full depth: (axis varied, its size, the one held full, published match)
+    for ax, (vary, size, held, pub_full) in zip(axes, [("layer", L, "dim", pub.dim == pub.hidden_size),
+                                                        ("dim", H, "layer", pub.layer == pub.num_layers)]):
+        for m in methods:
+            c = cells[(cells.method == m) & (cells[held] == cells[held].max())].sort_values(vary)
+            ours(ax, c, c[vary] / size, m)
+        p = pub[pub_full & pub.source_id.str.startswith("2dmse")]
+        theirs(ax, p.sort_values(vary), lambda q, frac=f"{vary}_frac": q[frac])
+    axes[0].set(title="depth at full width", xlabel="fraction of layers used (layer / L)",
+                ylabel=f"{view_name} Spearman x100")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set(title="width at full depth", xlabel="fraction of dims kept (dim / H, log scale)")
 
     ax = axes[2]  # Starbucks diagonal: depth and width shrink together
     p = pub[pub.source_id == "starbucks_readme_tableA1"].sort_values("layer")

@@ -37,10 +37,14 @@ class AllLayers:
                  device=None, encoder=None, progress=True):
         if encoder is not None:  # a loaded Encoder (benchmarks, tests) fixes these three
             model, pooling, max_length = encoder.path, encoder.pooling, encoder.max_length
+        from transformers import AutoConfig
         self.path = backbone.resolve(model)
+        self.config = AutoConfig.from_pretrained(self.path)
         self.checkpoint_hash = util.content_hash(self.path)
         self.pooling = pooling or backbone.default_pooling(self.path)
-        self.max_length, self.cache_dir, self.batch_size = max_length, cache_dir, batch_size
+        self.max_length = backbone.usable_max_length(self.config, max_length, self.path)  # the cache key's length
+        self.cache_dir = util.check_writable(cache_dir or evaluate.default_cache_dir(), "--cache")
+        self.batch_size = batch_size
         self.progress, self.memo, self.encodes = progress, {}, 0
         device = util.check_device(device)
         self.encoder = functools.cache(lambda: encoder or backbone.load(self.path, self.pooling,
@@ -200,13 +204,10 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
         name=None, progress=True):
     """Score cells of `model` on MTEB tasks; write OUT/mteb_scores.csv -> (DataFrame, info)."""
     import mteb
-    from transformers import AutoConfig
     if batch_size < 1 or max_length < 1:
         raise util.UserError(f"batch size and max length must be >= 1; got {batch_size} and {max_length}")
     store = AllLayers(model, pooling, max_length, cache_dir, batch_size, device, progress=progress)
-    config = AutoConfig.from_pretrained(store.path)
-    store.max_length = max_length = backbone.usable_max_length(config, max_length, store.path)
-    store.cache_dir = util.check_writable(cache_dir or evaluate.default_cache_dir(), "--cache")
+    config, max_length = store.config, store.max_length
     layers = util.check_cells(layers or backbone.all_layers(config.num_hidden_layers), config.num_hidden_layers,
                               "layers", "--layers")
     dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",

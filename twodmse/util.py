@@ -215,11 +215,16 @@ def _write_failure(e, path, tmp):
     if isinstance(e, OSError):
         return disk_error(e, path)
     if isinstance(e, RuntimeError) and any(m in str(e) for m in TORCH_WRITE_FAILURES):
-        where = next(p for p in (Path(path).absolute(), *Path(path).absolute().parents) if p.exists())
-        free = shutil.disk_usage(where).free
+        free = free_bytes(path)
         return UserError(f"cannot write {path}: the disk refused the write ({free / 1e6:.1f} MB free there); the "
                          f"partial {Path(tmp).name} was removed. Fix: free space, then rerun the same command")
     return None
+
+
+def free_bytes(path):
+    """Free space where a write to path lands: on path, or on its nearest folder that exists."""
+    path = Path(path).absolute()
+    return shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
 
 
 def write_text(path, text):

@@ -4,6 +4,7 @@ import sys
 from collections import namedtuple
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -11,44 +12,41 @@ from twodmse import methods as twodmse_methods
 
 # workflow/, found from this file (workflow.basedir is the folder of the entry Snakefile, the repository root).
 WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
-# workflow/schemas/: ../schemas/ from this file, where validate() resolves a relative path. One path for both checks.
+# workflow/schemas/: ../schemas/ from this file, where validate() resolves a relative path. One path for all checks.
 SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 
 
-def check_top_level_keys(cfg, schema_file):
+def did_you_mean(key, known):
+    """' (did you mean 'x'?)' for the known key nearest a misspelt one, or ''. Of equally close keys, the one
+    sharing the longest start: 'seed' -> 'seeds', not 'speed'."""
+    import difflib
+    import os
+    key = str(key)
+    close = difflib.get_close_matches(key, known, n=3)
+    near = max(close, default=None, key=lambda k: (difflib.SequenceMatcher(None, key, k).ratio(),
+                                                    len(os.path.commonprefix([key, k]))))
+    return f" (did you mean '{near}'?)" if near else ""
+
+
+def check_top_level_keys(cfg, schema, schema_file):
     """Stop on a key the schema does not allow at the top level (a typo), naming the nearest known key.
 
     Without this, validate() reports an unknown key with the whole schema (hundreds of lines)."""
-    import difflib
-    import os
-    import yaml
-
-    def nearest(key):
-        # Of equally close keys, the one sharing the longest start: 'seed' -> 'seeds', not 'speed'.
-        close = difflib.get_close_matches(key, known, n=3)
-        return max(close, default=None, key=lambda k: (difflib.SequenceMatcher(None, key, k).ratio(),
-                                                        len(os.path.commonprefix([key, k]))))
-
-    schema = yaml.safe_load(Path(schema_file).read_text())
     if schema.get("additionalProperties", True) is not False:
         return  # the schema allows extra keys
     known = list(schema.get("properties", {}))
-    lines = []
-    for key in cfg:
-        if key not in known:
-            near = nearest(str(key))
-            lines.append(f"unknown key '{key}'" + (f" (did you mean '{near}'?)" if near else ""))
+    lines = [f"unknown key '{key}'{did_you_mean(key, known)}" for key in cfg if key not in known]
     if lines:
         raise WorkflowError("Error validating config file: " + "; ".join(lines) + ".\n"
                             f"Known top-level keys: {', '.join(known)} (see {schema_file}).")
 
 
-def validate_config(cfg, schema_file):
+def validate_config(cfg, schema, schema_file):
     """validate() with its error cut to the failing key and the reason (it would print the whole schema)."""
     from jsonschema.exceptions import ValidationError
     if workflow.modifier.skip_validation:  # a `module` with skip_validation: validate() would skip too
         return
-    check_top_level_keys(cfg, schema_file)
+    check_top_level_keys(cfg, schema, schema_file)
     try:
         validate(cfg, str(schema_file))
     except WorkflowError as error:
@@ -60,12 +58,10 @@ def validate_config(cfg, schema_file):
                             + (f"config key '{key}': " if key else "config: ") + problem.message) from None
 
 
-def check_sweep(cfg, schema_file):
+def check_sweep(cfg, schema):
     """Stop on a bad `sweep:` (a key that is not a train key, no values) with one line naming the key and the fix.
 
     Checked before validate(), whose messages for these cases do not say what a sweep needs."""
-    import difflib
-    import yaml
     from jsonschema.validators import validator_for
 
     sweep = cfg.get("sweep")
@@ -75,14 +71,11 @@ def check_sweep(cfg, schema_file):
     if not isinstance(sweep, dict) or not sweep:
         raise WorkflowError(f"config key 'sweep': name at least one `train` key with a list of values, {example}; "
                             "or remove `sweep` to train each method once")
-    schema = yaml.safe_load(Path(schema_file).read_text())
     keys = list(schema["$defs"]["train_keys"]["properties"])
     for key, values in sweep.items():
         if key not in keys:
-            near = difflib.get_close_matches(str(key), keys, n=1)
-            raise WorkflowError(f"config key 'sweep': '{key}' is not a `train` key"
-                                + (f" (did you mean '{near[0]}'?)" if near else "")
-                                + f"; a sweep varies keys of `train`: {', '.join(keys)}")
+            raise WorkflowError(f"config key 'sweep': '{key}' is not a `train` key{did_you_mean(key, keys)}; "
+                                f"a sweep varies keys of `train`: {', '.join(keys)}")
         if not isinstance(values, list) or not values:
             raise WorkflowError(f"config key 'sweep.{key}': give a non-empty list of values to try, {example}; "
                                 f"or remove '{key}' from `sweep`")
@@ -96,8 +89,9 @@ def check_sweep(cfg, schema_file):
                     " (write numbers as 2.0e-5: YAML reads 2e-5 as text)" if isinstance(value, str) else ""))
 
 
-check_sweep(config, SCHEMA)
-validate_config(config, SCHEMA)
+SCHEMA_DOC = yaml.safe_load(SCHEMA.read_text())
+check_sweep(config, SCHEMA_DOC)
+validate_config(config, SCHEMA_DOC, SCHEMA)
 
 UNTRAINED = "untrained"  # the backbone evaluated as is; no seed, so it lives in seed0/
 TRAINING_METHODS = twodmse_methods.names()  # the registry: one file per method in twodmse/methods/

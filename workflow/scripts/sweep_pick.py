@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+from twodmse import util
+
 
 def pick(selection_file, runs, seed, out):
     selection = json.loads(Path(selection_file).read_text())
@@ -28,9 +30,7 @@ def pick(selection_file, runs, seed, out):
     info = json.loads((source / "train_info.json").read_text())
     info["sweep"] = {"picked": selection["picked"], "selection": str(selection_file), "rule": selection["rule"],
                      "trained_in": str(source)}
-    tmp = out / "train_info.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(out / "train_info.json")
+    util.write_json(out / "train_info.json", info)
     return source
 
 
