@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from twodmse import backbone, data, evaluate
+from twodmse import backbone, cells, data, evaluate
 
 
 @torch.inference_mode()
@@ -31,7 +31,7 @@ def plain_encode(enc, sentences, batch_size):
 def full_grid(enc, pairs, unique, batch_size):
     emb = evaluate.embed_all_layers(enc, unique, batch_size, progress=False)
     e1, e2 = evaluate.by_pair(emb, unique, pairs)
-    return evaluate.grid_scores(e1, e2, pairs.scores, backbone.default_dims(enc.hidden_size))
+    return evaluate.grid_scores(e1, e2, pairs.scores, cells.default_dims(enc.hidden_size))
 
 
 def main():
@@ -47,7 +47,7 @@ def main():
     pairs = data.load_eval("stsb", "test")
     unique = sorted(set(pairs.s1) | set(pairs.s2))
     print(f"{args.model}: {len(pairs)} pairs, {len(unique)} distinct sentences, "
-          f"{enc.num_layers} layers x {len(backbone.default_dims(enc.hidden_size))} dims, "
+          f"{enc.num_layers} layers x {len(cells.default_dims(enc.hidden_size))} dims, "
           f"torch threads {torch.get_num_threads()}")
     plain_encode(enc, unique[:128], args.batch_size)  # warm-up
     times = {"plain": [], "grid": []}

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from twodmse import backbone, mteb_eval
+from twodmse.cells import default_dims
 
 
 def time_cells(enc, task, cells, batch_size, embeddings=None):
@@ -46,7 +47,7 @@ def main():
     logging.getLogger("mteb").setLevel(logging.ERROR)
     enc = backbone.load(args.model, device=args.device)
     (task,), _ = mteb_eval.build_tasks(["STSBenchmark"])
-    dims = backbone.default_dims(enc.hidden_size)
+    dims = default_dims(enc.hidden_size)
     every = [(n, d) for n in range(1, enc.num_layers + 1) for d in dims]
     single = [(enc.num_layers, enc.hidden_size)]
     top = every.index(single[0])

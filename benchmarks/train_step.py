@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from twodmse import backbone, data, methods, train
+from twodmse import backbone, cells, data, methods, train
 
 METHODS = [m for m in methods.names() if not methods.trains_itself(m)]  # every method of our training loop
 
@@ -55,7 +55,7 @@ def st_matryoshka2d(folder, pairs, device, lr):
     except ImportError:
         return None
     model = SentenceTransformer(folder, device=device).train()
-    dims = backbone.default_dims(model.get_sentence_embedding_dimension())
+    dims = cells.default_dims(model.get_sentence_embedding_dimension())
     loss_fn = losses.Matryoshka2dLoss(model, losses.CoSENTLoss(model), dims)
     feats = [{k: v.to(device) for k, v in model.preprocess(list(col)).items() if torch.is_tensor(v)}
              for col in (pairs.s1, pairs.s2)]

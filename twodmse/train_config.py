@@ -5,7 +5,6 @@ from pathlib import Path
 from . import backbone, data, methods, util
 
 # key: (default, type, help). The single source for defaults, validation and `twodmse train --help`.
-# key: (default, type, help). The single source for defaults, validation and `twodmse train --help`.
 CONFIG = {
     "model": (backbone.DEFAULT_MODEL, str, "hub id or local folder of the backbone"),
     "pooling": (None, str, "mean | cls; null = what the model folder declares, else mean"),
@@ -24,8 +23,11 @@ CONFIG = {
                               "padded forward"),
     "lr": (2e-5, float, "peak AdamW learning rate"),
     "warmup_ratio": (0.1, float, "fraction of steps of linear warmup; then linear decay to 0"),
-    "weight_decay": (0.01, float, "AdamW decay of weight matrices (not biases or LayerNorm)"),
-    "max_grad_norm": (None, float, "clip the gradient norm to this; null = no clipping"),
+    "weight_decay": (0.0, float, "AdamW decay of weight matrices (not biases or LayerNorm); default: the Hugging "
+                                 "Face Trainer's (TrainingArguments.weight_decay), which AnglE and "
+                                 "sentence-transformers train through"),
+    "max_grad_norm": (1.0, float, "clip the gradient norm to this; null = no clipping; default: the Hugging Face "
+                                  "Trainer's (TrainingArguments.max_grad_norm), as AnglE and sentence-transformers"),
     "seed": (42, int, "seeds dropout, the shuffle and the objective's sampling"),
     "save_every": (100, int, "checkpoint every N optimizer steps"),
     "bf16": (None, bool, "bf16 autocast; null = on when CUDA; never used on CPU"),

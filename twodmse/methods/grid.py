@@ -4,14 +4,15 @@ A method is one weight matrix W over (layer 1..L) x (width in .dims), from `cell
 alignment term from `align(emb, step)`; the loss is sum(W * cell_loss) + align, computed for all cells in one
 pass by losses.grid_loss. Layer n is the output of transformer block n, at row self.row(n) of W and of the
 all-layers embeddings (backbone.layer_index).
-Training widths default to backbone.default_dims(hidden) (halvings down to 8); the `dims` option changes them,
+Training widths default to cells.default_dims(hidden) (the hidden size and the powers of two down to 8); the `dims` option changes them,
 and the full width is always included. Sampling is seeded by (seed, step) on the host: deterministic,
 resumable, and no device sync.
 """
 import torch
 
 from .. import losses
-from ..backbone import default_dims, layer_index
+from ..backbone import layer_index
+from ..cells import default_dims
 
 WEIGHTINGS = {"uniform": lambda v: 1.0, "linear": lambda v: float(v), "inverse": lambda v: 1.0 / v}
 
@@ -48,7 +49,7 @@ class GridMethod:
         self.col = {d: j for j, d in enumerate(self.dims)}
 
     def widths(self, default=None):
-        """The columns of W, largest first: the `dims` option (else `default`, else the halvings) plus the
+        """The columns of W, largest first: the `dims` option (else `default`, else cells.default_dims) plus the
         full width."""
         dims = self.opts.get("dims") or default or default_dims(self.H)
         if not all(0 < d <= self.H for d in dims):

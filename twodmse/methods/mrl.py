@@ -4,7 +4,7 @@ Paper: Kusupati et al. 2022, "Matryoshka Representation Learning" (arXiv:2205.13
 sentence-transformers `sentence_transformers/losses/MatryoshkaLoss.py` (the base loss summed over the
 truncated widths, weight 1 each: its default matryoshka_weights).
 
-Options: dims (training widths; default: halvings of the hidden size down to 8, the full width always in).
+Options: dims (training widths; default: the hidden size and the powers of two below it down to 8; the full width always in).
 
     from twodmse import methods
     objective = methods.build("mrl", num_layers=6, hidden_size=384, dims=[384, 128, 32])

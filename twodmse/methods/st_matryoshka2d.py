@@ -7,7 +7,7 @@ key does not apply. Same starting point (the backbone with our pooling and max_l
 linear warmup/decay schedule and step count as our runs, so its grid can be set beside ours.
 
 Options: passed to Matryoshka2dLoss as they are (its keyword arguments depend on the installed
-sentence-transformers version); matryoshka_dims defaults to the halvings of the hidden size.
+sentence-transformers version); matryoshka_dims defaults to cells.default_dims (the hidden size and the powers of two below it down to 8).
 Needs sentence-transformers>=3, datasets and accelerate.
 
     twodmse train --config configs/train/stsb.yaml --method st-matryoshka2d --out runs/st
@@ -17,7 +17,7 @@ import math
 import shutil
 import time
 
-from .. import backbone, checkpoint, data, distributed, util
+from .. import backbone, cells, checkpoint, data, distributed, util
 from ..export import save_sentence_transformer
 from ..train_config import ConfigError
 
@@ -80,7 +80,7 @@ def train(cfg, out, resume=True):
         dataset = Dataset.from_dict({"sentence1": cols[0], "sentence2": cols[1], "score": scores.tolist()})
         base = losses.CoSENTLoss(model)
     options = dict(cfg["method_options"])
-    dims = options.pop("matryoshka_dims", backbone.default_dims(enc.hidden_size))
+    dims = options.pop("matryoshka_dims", cells.default_dims(enc.hidden_size))
     loss = losses.Matryoshka2dLoss(model, base, dims, **options)
     total = total_steps(cfg, len(cols[0]), world)
     last = last_checkpoint(str(work)) if resume and work.exists() else None

@@ -3,7 +3,7 @@
 Paper: Zhuang et al. 2024, "Starbucks: Improved Training for 2D Matryoshka Embeddings" (arXiv:2410.13230).
 Upstream code followed: ielab/Starbucks `sts/starbucks_loss.py` (kl_temperature 0.3 as the KL weight).
 The diagonal: the K = min(L, len(dims)) largest widths, ascending, paired with layers round(L*i/K), i = 1..K;
-6 x 384 -> (1,12) (2,24) (3,48) (4,96) (5,192) (6,384); for 12 x 768 the paper's widths 32..768 are the
+6 x 384 -> (1,16) (2,32) (3,64) (4,128) (5,256) (6,384); for 12 x 768 the paper's widths 32..768 are the
 default, giving (2,32) (4,64) ... (12,768). Each cell has weight 1; every cell below the top adds
 KL(layer L || layer n), both truncated to the cell's width, times 0.3 x kl_weight. Starbucks' own
 pre-training (SMAE) is not part of this method.
@@ -12,23 +12,15 @@ Options: dims (training widths), kl_weight (1.0), detach_teacher (False).
 
     from twodmse import methods
     objective = methods.build("starbucks", num_layers=6, hidden_size=384)
-    objective.diagonal     # [(1, 12), (2, 24), (3, 48), (4, 96), (5, 192), (6, 384)]
+    objective.diagonal     # [(1, 16), (2, 32), (3, 64), (4, 128), (5, 256), (6, 384)]
 """
-import math
-
 import torch
 
 from .. import losses
+from ..cells import STARBUCKS_WIDTHS_12x768, starbucks_diagonal
 from .grid import GridMethod
 
-WIDTHS_12x768 = [32, 64, 128, 256, 512, 768]
 KL_WEIGHT = 0.3  # ielab/Starbucks: kl_temperature, used as the weight of the KL term
-
-
-def diagonal(num_layers, dims):
-    widths = sorted(dims)[-min(num_layers, len(dims)):]
-    K = len(widths)
-    return [(math.floor(num_layers * i / K + 0.5), d) for i, d in zip(range(1, K + 1), widths)]
 
 
 class Method(GridMethod):
@@ -37,10 +29,10 @@ class Method(GridMethod):
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
         super().__init__(num_layers, hidden_size, loss_cfg, seed, **options)
-        self.diagonal = diagonal(num_layers, self.dims)
+        self.diagonal = starbucks_diagonal(num_layers, self.dims)
 
     def widths(self, default=None):
-        return super().widths(WIDTHS_12x768 if (self.L, self.H) == (12, 768) else None)
+        return super().widths(STARBUCKS_WIDTHS_12x768 if (self.L, self.H) == (12, 768) else None)
 
     def cells(self, step=0):
         W = self.zeros()

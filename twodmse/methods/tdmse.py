@@ -26,16 +26,8 @@ import random
 import torch
 
 from .. import losses
+from ..cells import default_dims
 from .grid import GridMethod
-
-
-def powers_of_two_below(hidden, base=8):
-    """AnglE's get_geometric_hidden_sizes: 8, 16, 32, ... while < hidden."""
-    out, d = [], base
-    while d < hidden:
-        out.append(d)
-        d *= 2
-    return out
 
 
 class Method(GridMethod):
@@ -48,7 +40,7 @@ class Method(GridMethod):
             raise ValueError(f"2dmse needs >= 2 layers and hidden > 8, got {num_layers} x {hidden_size}")
         if options.get("variant", "v2") not in ("v1", "v2"):
             raise ValueError(f"2dmse variant must be 'v1' (two forwards) or 'v2', got {options['variant']!r}")
-        self.sizes = powers_of_two_below(hidden_size)
+        self.sizes = default_dims(hidden_size)[:0:-1]  # 8, 16, ... below the hidden size, as AnglE lists them
         super().__init__(num_layers, hidden_size, loss_cfg, seed, **options)
         self.two_forwards = self.opts["variant"] == "v1"
 

@@ -162,6 +162,12 @@ def sweep_candidates():
 
 
 CANDIDATES = sweep_candidates()
+# The seeds the candidates are trained at (scored on dev); at the other seeds each method trains its pick afresh.
+SWEEP_SEEDS = (config.get("sweep_seeds") or SEEDS) if CANDIDATES else []
+PICKED_SEEDS = [s for s in SEEDS if s not in SWEEP_SEEDS] if CANDIDATES else []
+if set(SWEEP_SEEDS) - set(SEEDS):
+    raise WorkflowError(f"config key 'sweep_seeds': {sorted(set(SWEEP_SEEDS) - set(SEEDS))} not in `seeds` "
+                        f"{SEEDS}; sweep_seeds picks which of the study's seeds the sweep runs on")
 
 
 def check_dev_split():
@@ -176,8 +182,9 @@ def check_dev_split():
 check_dev_split()
 
 
-# What `train` trains: the methods, or with a sweep their candidates (the methods then come from sweep_pick).
-TRAIN_RUNS = list(CANDIDATES) if CANDIDATES else TRAINED
+# What `train` trains: the methods; with a sweep, their candidates (at SWEEP_SEEDS, where rule sweep_pick makes the
+# methods' runs from the picks) and the methods at PICKED_SEEDS (with the picked values, read from selection.json).
+TRAIN_RUNS = list(CANDIDATES) + (TRAINED if PICKED_SEEDS else []) if CANDIDATES else TRAINED
 SEPARATE = [m for m in TRAINED if base_method(m) == "separate"]
 SINGLE = [m for m in TRAINED if m not in SEPARATE]  # one model folder per run
 SEPARATE_CANDIDATES = [c for c in CANDIDATES if base_method(c) == "separate"]
@@ -291,8 +298,8 @@ def run_settings(w):
 def baseline_twin(w):
     """For a `separate` run: a baseline run in `methods` with the same settings, or None. Its model is exactly
     separate's full-depth model (same loss, data, seed), so separate copies it instead of training it again."""
-    if base_method(w.method) != "separate":
-        return None
+    if base_method(w.method) != "separate" or (CANDIDATES and w.method not in CANDIDATES):
+        return None  # a method's run at a PICKED_SEEDS seed: its values (and its twin's) are known only at run time
     want = {**run_settings(w), "method": "baseline"}
     for m in (SINGLE_CANDIDATES if CANDIDATES else SINGLE):  # a candidate's twin is a candidate
         twin = Run(w.backbone, m, w.seed)
@@ -316,7 +323,8 @@ def twin_input(w):
 
 def all_run_configs():
     """{"<backbone>/<method>/seed<k>": run config} of every trained run."""
-    return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m in TRAIN_RUNS for s in SEEDS}
+    runs = [(m, s) for m in CANDIDATES for s in SWEEP_SEEDS] if CANDIDATES else [(m, s) for m in TRAINED for s in SEEDS]
+    return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m, s in runs}
 
 
 def load_script(name):
@@ -361,6 +369,11 @@ def mteb_tables():
 def sweep_selections():
     """results/<backbone>/<method>/sweep/selection.json of every swept method."""
     return [f"results/{b}/{m}/sweep/selection.json" for b in BACKBONES for m in TRAINED] if CANDIDATES else []
+
+
+def picked_values_input(w):
+    """A method's run at a PICKED_SEEDS seed is configured with the values its sweep selection picked."""
+    return [f"results/{w.backbone}/{w.method}/sweep/selection.json"] if CANDIDATES and w.method in TRAINED else []
 
 
 def candidates_of(method):

@@ -12,6 +12,7 @@ rule evaluate:
         grid=report("results/{backbone}/{method}/seed{seed}/grid.csv", caption="../report/grid.rst",
                     category="Grids", subcategory="{backbone}"),
         info="results/{backbone}/{method}/seed{seed}/grid.json",
+        boot="results/{backbone}/{method}/seed{seed}/bootstrap.npz",  # paired replicates (twodmse.stats)
     wildcard_constraints:
         method=one_of(SINGLE + [UNTRAINED] + SINGLE_CANDIDATES),
     params:
@@ -66,6 +67,7 @@ rule combine_separate:
         grid=report("results/{backbone}/{method}/seed{seed}/grid.csv", caption="../report/grid.rst",
                     category="Grids", subcategory="{backbone}"),
         info="results/{backbone}/{method}/seed{seed}/grid.json",
+        boot="results/{backbone}/{method}/seed{seed}/bootstrap.npz",  # paired replicates (twodmse.stats)
     wildcard_constraints:
         method=one_of(SEPARATE + SEPARATE_CANDIDATES),
     log:
@@ -85,17 +87,20 @@ localrules:
     sweep_pick,
 
 
+ruleorder: sweep_pick > train  # a method's run at a sweep seed is its pick, not a new training
+
+
 rule select:
     """Pick a method's sweep candidate with the highest STS-B dev grid mean (over cells and seeds)."""
     input:
-        lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method) for s in SEEDS],
+        lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method) for s in SWEEP_SEEDS],
     output:
         "results/{backbone}/{method}/sweep/selection.json",
     wildcard_constraints:
         method=one_of(TRAINED),
     params:
         candidates=lambda w: {c: CANDIDATES[c][1] for c in candidates_of(w.method)},
-        seeds=SEEDS,
+        seeds=SWEEP_SEEDS,
         sweep=SWEEP,
     log:
         "runs/logs/select/{backbone}/{method}.log",
@@ -115,6 +120,7 @@ rule sweep_pick:
         "runs/{backbone}/{method}/seed{seed}/train_info.json",
     wildcard_constraints:
         method=one_of(TRAINED if CANDIDATES else []),
+        seed=one_of([str(s) for s in SWEEP_SEEDS]),
     params:
         runs=lambda w: f"runs/{w.backbone}",
         seed=lambda w: w.seed,

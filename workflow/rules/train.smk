@@ -6,6 +6,8 @@
 rule train_config:
     """Write the `twodmse train --config` file of one run. Its params are the run's settings, so changing a
     setting in the workflow config rewrites this file and retrains that run (and only that run)."""
+    input:
+        picked=picked_values_input,
     output:
         "runs/{backbone}/{method}/seed{seed}/train_config.yaml",
     wildcard_constraints:

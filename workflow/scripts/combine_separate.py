@@ -9,9 +9,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from twodmse import util
+from twodmse import evaluate, util
 
 
 def layer_grids(eval_dir):
@@ -43,6 +44,19 @@ def combine(eval_dir):
     return pd.concat(parts, ignore_index=True)
 
 
+def combine_bootstrap(eval_dir):
+    """bootstrap.npz of the combined grid: the layer-k replicates of each depth-k model (all resampled alike)."""
+    parts, first = [], None
+    for k, path in layer_grids(eval_dir).items():
+        boot = evaluate.load_bootstrap(path.with_name("bootstrap.npz"))
+        if first is None:
+            first = boot
+        elif not (np.array_equal(boot["dims"], first["dims"]) and np.array_equal(boot["datasets"], first["datasets"])):
+            raise ValueError(f"{path.parent}: scored on other widths or data than depth 1; re-evaluate every depth")
+        parts.append(boot["spearman"][:, list(boot["layers"]).index(k)])
+    return {**first, "spearman": np.stack(parts, axis=1), "layers": np.array(sorted(layer_grids(eval_dir)))}
+
+
 def provenance(eval_dir):
     """The grid.json of each depth, keyed by depth."""
     infos = {}
@@ -56,6 +70,7 @@ def main(sm):
     eval_dir = sm.input[0]
     grid = combine(eval_dir)
     util.write_csv(sm.output.grid, grid)
+    evaluate.save_bootstrap(sm.output.boot, combine_bootstrap(eval_dir))
     util.write_json(sm.output.info, util.provenance(
         method="separate", combined_from=str(eval_dir), rule="layer-k rows of the model cut to k layers",
         depths=provenance(eval_dir)))

@@ -1,0 +1,117 @@
+"""Uncertainty: bootstrap intervals over test pairs, paired comparisons between runs, spread over seeds.
+
+Paired by construction: every evaluation resamples a dataset's pairs with the same draws (a generator seeded by
+the dataset's name, split and size), so replicate b of any two runs saw the same resampled pairs, and the
+difference of their replicates is a paired bootstrap of the difference. Resampling is stratified: each dataset
+is resampled on its own, and a replicate of a mean over datasets is the mean of their replicates.
+
+A replicate's Spearman is computed exactly (average ranks, ties included, as scipy.stats.spearmanr on the
+resampled pairs) but without expanding the resample: a resample is a count per pair, the rank of a pair within
+it is the count of pairs below it plus half its tie group (weighted_ranks), and Spearman is the count-weighted
+Pearson of those ranks. tests/test_stats.py checks this against scipy on explicit resamples.
+
+    from twodmse import stats
+    counts = stats.resample_counts("stsb-test", len(gold))           # [B, n] pairs drawn per replicate
+    reps = stats.spearman_replicates(cos, gold, counts)               # cos [L, D, n] -> [B, L, D], x100
+    lo, hi = stats.interval(reps)                                     # 95% percentile interval per cell
+"""
+import hashlib
+import math
+
+import numpy as np
+
+REPLICATES = 1000
+LEVEL = 0.95
+Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+
+
+def resample_counts(label, n, replicates=REPLICATES):
+    """[replicates, n] int: how often each of n pairs is drawn in each resample, the same for every run."""
+    seed = int.from_bytes(hashlib.sha256(f"{label}:{n}".encode()).digest()[:8], "little")
+    draws = np.random.default_rng(seed).integers(0, n, size=(replicates, n))
+    offsets = np.arange(replicates)[:, None] * n
+    return np.bincount((draws + offsets).ravel(), minlength=replicates * n).reshape(replicates, n)
+
+
+def weighted_ranks(values, counts):
+    """Average rank of each item within every resample: [n] values, [B, n] counts -> [B, n] float64.
+
+    An item drawn c times ties with its own copies; ranks of items drawn 0 times are never used."""
+    order = np.argsort(values, kind="stable")
+    v = np.asarray(values)[order]
+    c = np.cumsum(counts[:, order], axis=1, dtype=np.float64)
+    below = np.concatenate([np.zeros((len(c), 1)), c], axis=1)  # below[:, i]: items drawn before sorted item i
+    first = np.r_[True, v[1:] != v[:-1]]
+    start = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    end = np.r_[start[1:], len(v)]
+    lo, hi = below[:, start[group]], below[:, end[group]]
+    ranks = np.empty_like(lo)
+    ranks[:, order] = lo + (hi - lo + 1) / 2
+    return ranks
+
+
+def _centred(x, w, wsum):
+    return x - (w * x).sum(1, keepdims=True) / wsum
+
+
+def spearman_replicates(cos, gold, counts):
+    """Spearman x100 of every cell on every resample: cos [L, D, n], gold [n] -> [B, L, D] float64."""
+    w = counts.astype(np.float64)
+    wsum = w.sum(1, keepdims=True)
+    g = _centred(weighted_ranks(gold, counts), w, wsum)
+    gnorm = np.sqrt((w * g * g).sum(1))
+    out = np.empty((len(counts), *cos.shape[:2]))
+    for layer in range(cos.shape[0]):
+        for j in range(cos.shape[1]):
+            values = cos[layer, j]
+            order = np.argsort(values, kind="stable")
+            if (np.diff(values[order]) > 0).all():  # no ties (the usual case): ranks without tie groups
+                wo = w[:, order]
+                r = np.cumsum(wo, axis=1) - (wo - 1) / 2
+                r -= (wo * r).sum(1, keepdims=True) / wsum
+                go = g[:, order]
+            else:
+                wo, go = w, g
+                r = _centred(weighted_ranks(values, counts), w, wsum)
+            with np.errstate(invalid="ignore", divide="ignore"):  # a resample with one distinct value: NaN
+                out[:, layer, j] = 100 * (wo * r * go).sum(1) / (np.sqrt((wo * r * r).sum(1)) * gnorm)
+    return out
+
+
+def interval(replicates, level=LEVEL):
+    """Percentile interval over the first axis: (lo, hi), each of the remaining shape. NaN replicates (a
+    resample with a constant side) are left out."""
+    tail = 100 * (1 - level) / 2
+    return tuple(np.nanpercentile(replicates, [tail, 100 - tail], axis=0))
+
+
+def difference(a_points, a_reps, b_points, b_reps):
+    """A - B for one statistic (a cell, or a mean over cells), over seeds and test pairs.
+
+    a_points [S_a]: the statistic of each seed of A on the full test sets; a_reps [S_a, R]: its bootstrap
+    replicates (the same resamples for every run). The difference is of seed means. Its standard error adds the
+    test-pair bootstrap's (the replicates' seed-mean difference) and the seeds' (s^2/S of each side; none with
+    one seed, said in `seed_term`); the interval is difference +- 1.96 SE. p_better is the paired bootstrap's
+    share of resamples in which A's seed mean beats B's (test pairs only)."""
+    a_points, b_points = np.asarray(a_points, float), np.asarray(b_points, float)
+    boot = np.nanmean(a_reps, axis=0) - np.nanmean(b_reps, axis=0)
+    diff = float(a_points.mean() - b_points.mean())
+    se_boot = float(np.nanstd(boot, ddof=1))
+    seeds = min(len(a_points), len(b_points))
+    se_seed = math.sqrt(a_points.var(ddof=1) / len(a_points) + b_points.var(ddof=1) / len(b_points)) \
+        if seeds > 1 else 0.0
+    se = math.hypot(se_boot, se_seed)
+    return {"diff": diff, "lo": diff - Z * se, "hi": diff + Z * se, "se_boot": se_boot, "se_seed": se_seed,
+            "seed_term": seeds > 1, "seeds_a": len(a_points), "seeds_b": len(b_points),
+            "p_better": float(np.mean(boot[~np.isnan(boot)] > 0))}
+
+
+def verdict(lo, hi, margin=0.0):
+    """The claim 'difference > margin' at 95%: holds when the whole interval is above the margin, fails when it
+    is all below, inconclusive otherwise."""
+    if lo > margin:
+        return "holds"
+    if hi < margin:
+        return "fails"
+    return "inconclusive"
