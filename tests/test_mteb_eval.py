@@ -63,6 +63,17 @@ def test_mteb_main_scores_equal_our_evaluator(tiny_bert, tmp_path, monkeypatch):
     assert got2 == got and info2["encodes"] == 0 and not info2["model_loaded"]
 
 
+def test_local_tasks_reuse_the_embeddings_twodmse_eval_cached(tiny_bert, tmp_path, monkeypatch):
+    pairs = _stsb(40)
+    monkeypatch.setattr(data, "load_eval", lambda *a, **k: pairs)
+    df, _, _ = evaluate.evaluate(str(tiny_bert), ["stsb"], DIMS, cache_dir=tmp_path / "emb", progress=False,
+                                 device="cpu")
+    got, _, info = _run(tiny_bert, pairs, tmp_path, monkeypatch)
+    assert not info["model_loaded"]  # both MTEB columns were served from the evaluator's array
+    for r in df.itertuples():
+        assert got[r.layer, r.dim] == pytest.approx(r.spearman / 100, abs=1e-6)
+
+
 def test_checkpoints_with_the_same_folder_name_never_share_scores(tmp_path, monkeypatch):
     a = make_tiny_bert(tmp_path / "a" / "model", seed=0)
     b = make_tiny_bert(tmp_path / "b" / "model", seed=1)

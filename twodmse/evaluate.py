@@ -222,23 +222,11 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
     return pd.DataFrame(rows, columns=GRID_COLUMNS), info, boot
 
 
-def save_bootstrap(path, boot):
-    def write(tmp):
-        with open(tmp, "wb") as f:  # np.savez(path) would add ".npz" to a temp name
-            np.savez(f, **boot)
-    util.atomic_write(path, write)
-
-
-def load_bootstrap(path):
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 def save(df, info, out_dir, config=None, started=None, boot=None):
     out_dir = Path(out_dir)
     util.write_csv(out_dir / "grid.csv", df)
     if boot is not None:
-        save_bootstrap(out_dir / "bootstrap.npz", boot)
+        stats.save_bootstrap(out_dir / "bootstrap.npz", boot)
     prov = util.provenance(config, **info)
     if started:
         prov["wall_s"] = round(time.time() - started, 2)

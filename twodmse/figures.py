@@ -48,10 +48,11 @@ def grid_pivot(c):
     return c.pivot(index="layer", columns="dim", values="score").sort_index(ascending=False)
 
 
-def draw_heatmap(ax, pivot, cmap, vmin, vmax, fmt):
-    """Annotated heatmap, deepest layer on top. Plain matplotlib: seaborn redraws the whole
-    figure on every call, which makes many panels slow."""
+def draw_heatmap(ax, pivot, cmap, vmin, vmax, fmt, hatched=None):
+    """Annotated heatmap, deepest layer on top; cells True in the `hatched` pivot are hatched. Plain matplotlib:
+    seaborn redraws the whole figure on every call, which makes many panels slow."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
     cmap = plt.get_cmap(cmap)
     image = ax.imshow(pivot.values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(pivot.shape[1]), pivot.columns)
@@ -63,12 +64,14 @@ def draw_heatmap(ax, pivot, cmap, vmin, vmax, fmt):
         dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
         ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=7,
                 color="white" if dark else "black")
+        if hatched is not None and hatched.values[i, j] == True:  # noqa: E712 (NaN: no mark)
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.4", lw=0))
     return image
 
 
-def heatmap_panels(panels, title, cbar_label, cmap, vmin, vmax, fmt):
+def heatmap_panels(panels, title, cbar_label, cmap, vmin, vmax, fmt, hatched=None):
     """One annotated (layer x dim) heatmap per entry of panels {title: pivot}, in rows of 4,
-    sharing one colour scale and one colour bar."""
+    sharing one colour scale and one colour bar; hatched {title: bool pivot} marks cells."""
     import matplotlib.pyplot as plt
     first = next(iter(panels.values()))
     ncols = min(len(panels), 4)
@@ -78,7 +81,7 @@ def heatmap_panels(panels, title, cbar_label, cmap, vmin, vmax, fmt):
     fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.2, h * nrows + 0.6),
                              squeeze=False, layout="constrained")
     for i, (ax, (name, pivot)) in enumerate(zip(axes.flat, panels.items())):
-        image = draw_heatmap(ax, pivot, cmap, vmin, vmax, fmt)
+        image = draw_heatmap(ax, pivot, cmap, vmin, vmax, fmt, (hatched or {}).get(name))
         ax.set_title(name)
         ax.set_xlabel("embedding dims kept")
         ax.set_ylabel("transformer layers used" if i % ncols == 0 else "")
@@ -104,7 +107,8 @@ def widths_to_show(dims, k=4):
 
 
 def fig_curves(cells, methods, colors, title):
-    """(b) Spearman per layer at several widths, one line per method (2DMSE paper style)."""
+    """(b) Spearman per layer at several widths, one line per method (2DMSE paper style); whiskers: the 95%
+    interval of each cell (columns lo, hi, when the report has bootstrap replicates)."""
     import matplotlib.pyplot as plt
     widths = widths_to_show(cells.dim)
     fig, axes = plt.subplots(1, len(widths), figsize=(3.8 * len(widths) + 1.2, 3.6), sharey=True,
@@ -112,7 +116,9 @@ def fig_curves(cells, methods, colors, title):
     for ax, dim in zip(axes[0], widths):
         for method in methods:
             c = cells[(cells.method == method) & (cells.dim == dim)].sort_values("layer")
-            ax.plot(c.layer, c.score, marker="o", ms=4, color=colors[method], label=method)
+            yerr = [c.score - c.lo, c.hi - c.score] if "lo" in c else None  # 95% interval, NaN: none
+            ax.errorbar(c.layer, c.score, yerr=yerr, marker="o", ms=4, capsize=2, lw=1.2, color=colors[method],
+                        label=method)
         ax.set_title(f"dim = {dim}")
         ax.set_xlabel("transformer layers used")
         ax.set_xticks(sorted(cells.layer.unique()))
@@ -125,15 +131,22 @@ def fig_curves(cells, methods, colors, title):
 
 
 def fig_gain(cells, methods, baseline, title):
-    """(c) method minus baseline per cell, diverging colours centred on zero."""
+    """(c) method minus baseline per cell, diverging colours centred on zero; hatched: the difference's 95%
+    interval includes 0 (column not_significant, when the report has bootstrap replicates)."""
     base = grid_pivot(cells[cells.method == baseline])
     panels = {f"{m} - {baseline}": grid_pivot(cells[cells.method == m]) - base
               for m in methods if m != baseline}
+    hatched = None
+    if "not_significant" in cells:
+        hatched = {f"{m} - {baseline}": cells[cells.method == m].pivot(
+            index="layer", columns="dim", values="not_significant").sort_index(ascending=False)
+            for m in methods if m != baseline}
+        title = f"{title}\nhatched: not significant at 95% (paired bootstrap over test pairs and seeds)"
     # cells missing from either grid give NaN; 0.1 keeps the scale valid if all are NaN
     lim = np.nanmax(np.concatenate([np.abs(g.values).ravel() for g in panels.values()] + [[0.1]]))
     return heatmap_panels(panels, f"{title}\ngain over {baseline} per cell (blue: better)",
                           f"Spearman gain over {baseline}", cmap="RdBu", vmin=-lim, vmax=lim,
-                          fmt="+.1f")  # symmetric limits put white at zero
+                          fmt="+.1f", hatched=hatched)  # symmetric limits put white at zero
 
 
 def fig_sweep(sweep, methods, colors, title):

@@ -47,20 +47,28 @@ class AllLayers:
         self.cache_dir = util.check_writable(cache_dir or evaluate.default_cache_dir(), "--cache")
         self.batch_size = batch_size
         self.progress, self.memo, self.encodes = progress, {}, 0
+        self.shared = {}  # cache label -> (twodmse eval's label, its sentences): see share()
         device = util.check_device(device)
         self.encoder = functools.cache(lambda: encoder or backbone.load(self.path, self.pooling,
                                                                         self.max_length, device))
+
+    def share(self, label, pairs):
+        """Serve the texts of cache label `label` from the array `twodmse eval` caches for `pairs` (same key: data
+        label and sorted sentences), so a local STS task costs no encode after an evaluation of the checkpoint."""
+        self.shared[label] = (f"{pairs.name}-{pairs.split}", sorted(set(pairs.s1) | set(pairs.s2)))
 
     def __call__(self, texts, label):
         """texts -> [L, N, H] float32; label names the disk-cache file (task, subset, split)."""
         key = (label, tuple(texts))
         if key not in self.memo:
-            unique = list(dict.fromkeys(texts))  # repeated texts are encoded once
+            label, unique = self.shared.get(label, (label, None))
+            if unique is None or not set(texts) <= set(unique):
+                label, unique = key[0], list(dict.fromkeys(texts))  # repeated texts are encoded once
             self.encodes += 1
             emb = evaluate.cached_embeddings(self.encoder, self.checkpoint_hash, self.pooling,
                                              self.max_length, label, unique, self.cache_dir,
                                              self.batch_size, self.progress)
-            if len(unique) < len(texts):
+            if unique != texts:
                 index = {t: i for i, t in enumerate(unique)}
                 emb = emb[:, [index[t] for t in texts]]
             self.memo[key] = emb
@@ -79,6 +87,10 @@ def cell_meta(name, revision, layer, dim, pooling, max_length):
         experiment_kwargs={"layer": layer, "dim": dim, "pooling": pooling, "max_length": max_length})
 
 
+def cache_label(task, subset, split):
+    return re.sub(r"[^\w.-]", "_", f"mteb-{task}-{subset}-{split}")
+
+
 def make_cell_encoder(store, layer, dim, meta):
     """An MTEB encoder serving the (layer, dim) view of `store` (an AllLayers)."""
     from mteb.models.abs_encoder import AbsEncoder
@@ -89,7 +101,7 @@ def make_cell_encoder(store, layer, dim, meta):
 
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
             texts = [t for batch in inputs for t in batch["text"]]
-            label = re.sub(r"[^\w.-]", "_", f"mteb-{task_metadata.name}-{hf_subset}-{hf_split}")
+            label = cache_label(task_metadata.name, hf_subset, hf_split)
             # float64 so MTEB's cosines equal our evaluator's (it computes in the input dtype)
             return self.store(texts, label)[backbone.layer_index(self.layer), :, :self.dim].astype(np.float64)
 
@@ -118,7 +130,9 @@ def local_task(mteb_name, pairs):
             self.data_loaded = True
 
     LocalSTS.metadata = metadata
-    return LocalSTS()
+    task = LocalSTS()
+    task.pairs = pairs  # run() lets the cell encoders reuse twodmse eval's cached embeddings of these pairs
+    return task
 
 
 def task_names(spec, lists=TASK_LISTS):
@@ -222,6 +236,9 @@ def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cach
         raise util.UserError(f"--tasks {tasks}: no task can run here ({len(skipped)} skipped, reasons above). Fix: "
                              "connect to the Hugging Face hub, or give the STS tasks a local copy (--mirror DIR "
                              "or TWODMSE_DATA, layout in README)")
+    for task in task_objs:
+        if hasattr(task, "pairs"):
+            store.share(cache_label(task.metadata.name, "default", "test"), task.pairs)
     results = mteb.ResultCache(Path(out))
     cells = [(n, d) for n in layers for d in dims]
     df = evaluate_cells(store, task_objs, cells, results, name, progress)

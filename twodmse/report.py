@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from twodmse import claims, stats
 from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_gain, fig_heatmaps, fig_pareto, fig_published,
                              fig_sweep, markdown, ordered, palette, published_for, save, summary_table,
                              write_tables)
@@ -39,12 +40,23 @@ from twodmse.data import EVAL_DATASETS, SPLITS
 from twodmse.util import UserError, output_lock, write_text
 
 GRID_GLOB = "*/*/seed*/grid.csv"
+BOOT_GLOB = "*/*/seed*/bootstrap.npz"  # written by `twodmse eval` beside grid.csv
 SWEEP_GLOB = "*/*/sweep/selection.json"
 GRID_COLUMNS = ["dataset", "split", "layer", "dim", "spearman"]  # required; model/pearson/n_pairs optional
 SPEED_COLUMNS = ["model", "layers", "dim", "device", "batch_size", "speedup"]
 STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list (numpy only, no torch)
 DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package data, found when installed too
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
+
+
+CLAIMS_HEADER = """# Published claims, checked
+
+Computed by `twodmse report` from results/ alone (twodmse/claims.py; nothing here is typed by hand). A verdict is
+at 95%: **holds** when the whole interval of A - B is above the margin, **fails** when it is all below,
+**inconclusive** otherwise. The interval adds the paired bootstrap over test pairs (1000 resamples of each STS
+test set, the same for every run) and the spread over seeds; with one seed, the seed spread is not in it.
+
+"""
 
 
 class ReportError(UserError):
@@ -93,6 +105,38 @@ def read_grid(path):
     df["backbone"], df["method"] = backbone_dir, method_dir  # folder wins: it names variants
     df["seed"] = int(re.sub(r"\D", "", seed_dir) or 0)
     return df
+
+
+def load_bootstraps(results):
+    """{(backbone, method, seed): bootstrap replicates} of every run whose evaluation wrote bootstrap.npz."""
+    return {(p.parts[-4], p.parts[-3], int(re.sub(r"\D", "", p.parts[-2]) or 0)): stats.load_bootstrap(p)
+            for p in sorted(Path(results).glob(BOOT_GLOB))}
+
+
+def view_bootstraps(boots, backbone, datasets):
+    """{(method, seed): replicates} of the runs whose replicates are of exactly this view's datasets."""
+    want = sorted(f"{d}-{STANDARD_SPLIT.get(d, 'test')}" for d in datasets)
+    return {(m, s): b for (bb, m, s), b in boots.items()
+            if bb == backbone and sorted(x.rsplit(":", 1)[0] for x in b["datasets"].tolist()) == want}
+
+
+def with_intervals(cells, per_seed, boots, baseline):
+    """cells plus lo, hi (95% interval of each cell's seed mean, stats.estimate) and not_significant (its
+    difference to the baseline has an interval that includes 0, stats.difference); NaN where replicates lack."""
+    rows = []
+    base = {}
+    for r in cells.itertuples():
+        cell = [(r.layer, r.dim)]
+        side = claims.seed_values(r.method, cell, per_seed, boots)
+        est = stats.estimate(*side) if side else {"lo": np.nan, "hi": np.nan}
+        if cell[0] not in base:
+            base[cell[0]] = claims.seed_values(baseline, cell, per_seed, boots)
+        ns = np.nan
+        if side and base[cell[0]] and r.method != baseline:
+            d = stats.difference(*side, *base[cell[0]])
+            ns = stats.verdict(d["lo"], d["hi"]) == "inconclusive"
+        rows.append({"lo": est["lo"], "hi": est["hi"], "not_significant": ns})
+    return pd.concat([cells.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
 def load_sweeps(results):
@@ -247,8 +291,21 @@ def slug(text):
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", str(text)).strip("_")
 
 
-def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, notes):
-    """Figures of one backbone (both views) and its rows of the summary tables."""
+def full_width_speed(speed, backbone, model_ids):
+    """Speed rows of one device (cpu first), dtype and the largest batch size, at full width: the speed claim's."""
+    rows = speed_for(speed, backbone, model_ids) if speed is not None else None
+    if rows is None or rows.empty:
+        return None
+    device = "cpu" if (rows.device == "cpu").any() else rows.device.iloc[0]
+    rows = rows[rows.device == device]
+    if "dtype" in rows:
+        rows = rows[rows.dtype == rows.dtype.iloc[0]]
+    rows = rows[rows.batch_size == rows.batch_size.max()]
+    return rows[rows.dim == rows.dim.max()]
+
+
+def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, notes):
+    """Figures of one backbone (both views), its rows of the summary tables and its checked claims."""
     all_methods = ordered(grid[grid.backbone == backbone].method.unique())
     colors = palette(ordered(set(all_methods) | PUBLISHED_METHODS))
     baseline = pick_baseline(all_methods, baseline)
@@ -256,7 +313,8 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, notes):
     if primary is None:
         notes.append(f"{backbone}: neither all 7 STS test sets nor stsb test; published and "
                      f"Pareto figures skipped")
-    written, tables = [], {}
+    written, tables, claim_rows = [], {}, None
+    model_ids = grid.loc[grid.backbone == backbone, "model"].dropna().unique() if "model" in grid else []
     for view in ("avg", "stsb"):
         scored = cell_scores(grid, backbone, view)
         if scored is None:
@@ -268,6 +326,11 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, notes):
         if len(methods) < len(all_methods):
             notes.append(f"{backbone}: {sorted(set(all_methods) - set(methods))} have no "
                          f"{view} rows and are left out of the '{view}' outputs")
+        view_boots = view_bootstraps(boots, backbone, datasets) if view == "avg" else {}
+        if view_boots:  # whiskers on curves, marks on gain cells; the 'stsb' view has no paired replicates
+            cells = with_intervals(cells, per_seed, view_boots, baseline)
+        if view == "avg":
+            claim_rows = claims.check_all(per_seed, view_boots, full_width_speed(speed, backbone, model_ids))
         title = f"{backbone}: {view_title(view, datasets)}"
         name = f"{slug(backbone)}_{view}"
         written += save(fig_heatmaps(cells, methods, title), out, f"heatmap_{name}", formats)
@@ -279,8 +342,6 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, notes):
         if view != primary:
             continue
         if speed is not None:
-            model_ids = grid.loc[grid.backbone == backbone, "model"].dropna().unique() \
-                if "model" in grid else []
             short = f"{backbone}: " + ("STS-B test" if view == "stsb" else
                                        f"mean over {len(datasets)} STS test sets")
             written += pareto_outputs(speed, cells, backbone, model_ids, methods, colors, short,
@@ -289,7 +350,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, notes):
             fig = fig_published(cells, published_for(pub, view), methods, colors, backbone,
                                 "STS average (7 test sets)" if view == "avg" else "STS-B test")
             written += save(fig, out, f"published_{name}", formats)
-    return written, tables
+    return written, tables, claim_rows
 
 
 def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=None,
@@ -312,15 +373,20 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
         notes.append(f"no published CSVs in {published}; pass --published with the folder that "
                      f"twodmse/published/build.py writes (default {DEFAULT_PUBLISHED})")
     sweeps = load_sweeps(results)
-    written, tables = [], {}
+    boots = load_bootstraps(results)
+    written, tables, sections = [], {}, []
     for backbone in sorted(grid.backbone.unique()):
-        w, t = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df, notes)
+        w, t, claim_rows = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df, boots, notes)
         written += w
+        if claim_rows:
+            sections.append(claims.markdown(claim_rows, f"{backbone}: mean Spearman over the STS test sets"))
         if sweeps is not None and (sweeps.backbone == backbone).any():
             written += sweep_outputs(sweeps, backbone, out, formats)
         for view, df in t.items():
             tables.setdefault(view, []).append(df)
     written += write_tables(tables, out)
+    if sections:
+        written.append(write_text(Path(out) / "claims.md", CLAIMS_HEADER + "\n".join(sections)))
     written.append(write_index(out, written, notes, results))
     return written, notes
 

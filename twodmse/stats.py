@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from . import util
+
 REPLICATES = 1000
 LEVEL = 0.95
 Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
@@ -79,6 +81,20 @@ def spearman_replicates(cos, gold, counts):
     return out
 
 
+def save_bootstrap(path, boot):
+    """bootstrap.npz of one run: spearman [B, L, D] (replicates of each cell's mean over datasets), layers, dims,
+    datasets (name-split:pairs, so a comparison can check that two runs were resampled alike)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:  # np.savez(path) would add ".npz" to a temp name
+            np.savez(f, **boot)
+    util.atomic_write(path, write)
+
+
+def load_bootstrap(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def interval(replicates, level=LEVEL):
     """Percentile interval over the first axis: (lo, hi), each of the remaining shape. NaN replicates (a
     resample with a constant side) are left out."""
@@ -86,25 +102,33 @@ def interval(replicates, level=LEVEL):
     return tuple(np.nanpercentile(replicates, [tail, 100 - tail], axis=0))
 
 
-def difference(a_points, a_reps, b_points, b_reps):
-    """A - B for one statistic (a cell, or a mean over cells), over seeds and test pairs.
+def _seed_variance(points):
+    """Variance of a mean over seeds, from the seeds' spread; 0 with one seed (no spread to measure)."""
+    return points.var(ddof=1) / len(points) if len(points) > 1 else 0.0
 
-    a_points [S_a]: the statistic of each seed of A on the full test sets; a_reps [S_a, R]: its bootstrap
-    replicates (the same resamples for every run). The difference is of seed means. Its standard error adds the
-    test-pair bootstrap's (the replicates' seed-mean difference) and the seeds' (s^2/S of each side; none with
-    one seed, said in `seed_term`); the interval is difference +- 1.96 SE. p_better is the paired bootstrap's
-    share of resamples in which A's seed mean beats B's (test pairs only)."""
+
+def estimate(points, reps):
+    """A statistic's mean over seeds with its 95% interval, over test pairs and seeds.
+
+    points [S]: the statistic of each seed on the full test sets; reps [S, R]: its bootstrap replicates. The
+    standard error adds the test-pair bootstrap's (the spread of the seed-mean replicates) and the seeds' (s^2/S;
+    none with one seed); the interval is mean +- 1.96 SE."""
+    points = np.asarray(points, float)
+    se = math.sqrt(np.nanvar(np.nanmean(reps, axis=0), ddof=1) + _seed_variance(points))
+    mean = float(points.mean())
+    return {"mean": mean, "lo": mean - Z * se, "hi": mean + Z * se, "seeds": len(points)}
+
+
+def difference(a_points, a_reps, b_points, b_reps):
+    """A - B of one statistic (a cell, or a mean over cells): the difference of seed means, its 95% interval as in
+    estimate() with both sides' seed spread, and p_better, the paired bootstrap's share of resamples in which A's
+    seed mean beats B's (the replicates of both are on the same resampled pairs)."""
     a_points, b_points = np.asarray(a_points, float), np.asarray(b_points, float)
     boot = np.nanmean(a_reps, axis=0) - np.nanmean(b_reps, axis=0)
     diff = float(a_points.mean() - b_points.mean())
-    se_boot = float(np.nanstd(boot, ddof=1))
-    seeds = min(len(a_points), len(b_points))
-    se_seed = math.sqrt(a_points.var(ddof=1) / len(a_points) + b_points.var(ddof=1) / len(b_points)) \
-        if seeds > 1 else 0.0
-    se = math.hypot(se_boot, se_seed)
-    return {"diff": diff, "lo": diff - Z * se, "hi": diff + Z * se, "se_boot": se_boot, "se_seed": se_seed,
-            "seed_term": seeds > 1, "seeds_a": len(a_points), "seeds_b": len(b_points),
-            "p_better": float(np.mean(boot[~np.isnan(boot)] > 0))}
+    se = math.sqrt(np.nanvar(boot, ddof=1) + _seed_variance(a_points) + _seed_variance(b_points))
+    return {"diff": diff, "lo": diff - Z * se, "hi": diff + Z * se, "seeds_a": len(a_points),
+            "seeds_b": len(b_points), "p_better": float(np.mean(boot[~np.isnan(boot)] > 0))}
 
 
 def verdict(lo, hi, margin=0.0):

@@ -1,4 +1,4 @@
-# MTEB: the same grid scored by MTEB's own evaluators (off by default: most tasks need the Hugging Face hub).
+# MTEB: the same grid scored by MTEB's own evaluators; offline, its STS tasks run on local copies of our data.
 
 
 rule mteb:
@@ -6,6 +6,8 @@ rule mteb:
     input:
         trained=lambda w: [] if w.method == UNTRAINED else f"{run_dir(w)}/train_info.json",
         backbone=backbone_input,
+        # scored by `twodmse eval` first: offline, the local STS tasks reuse the embeddings it cached
+        evaluated="results/{backbone}/{method}/seed{seed}/grid.csv",
     output:
         report("results/{backbone}/{method}/seed{seed}/mteb/mteb_scores.csv", caption="../report/mteb.rst",
                category="MTEB", subcategory="{backbone}"),

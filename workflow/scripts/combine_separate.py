@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twodmse import evaluate, util
+from twodmse import stats, util
 
 
 def layer_grids(eval_dir):
@@ -48,7 +48,7 @@ def combine_bootstrap(eval_dir):
     """bootstrap.npz of the combined grid: the layer-k replicates of each depth-k model (all resampled alike)."""
     parts, first = [], None
     for k, path in layer_grids(eval_dir).items():
-        boot = evaluate.load_bootstrap(path.with_name("bootstrap.npz"))
+        boot = stats.load_bootstrap(path.with_name("bootstrap.npz"))
         if first is None:
             first = boot
         elif not (np.array_equal(boot["dims"], first["dims"]) and np.array_equal(boot["datasets"], first["datasets"])):
@@ -70,7 +70,7 @@ def main(sm):
     eval_dir = sm.input[0]
     grid = combine(eval_dir)
     util.write_csv(sm.output.grid, grid)
-    evaluate.save_bootstrap(sm.output.boot, combine_bootstrap(eval_dir))
+    stats.save_bootstrap(sm.output.boot, combine_bootstrap(eval_dir))
     util.write_json(sm.output.info, util.provenance(
         method="separate", combined_from=str(eval_dir), rule="layer-k rows of the model cut to k layers",
         depths=provenance(eval_dir)))

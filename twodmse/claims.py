@@ -1,0 +1,147 @@
+"""Published claims checked against our results, with computed verdicts (figures/claims.md).
+
+Each claim is stated once below: its source, the two methods it compares, the cells it concerns and the margin
+the difference must clear. The statistic is the mean Spearman over those cells (mean over the STS test sets of the
+view); a claim "A beats B" is checked on A - B by stats.difference (difference of seed means; 95% interval from the
+paired test-pair bootstrap plus the seeds' spread) and stats.verdict: holds when the whole interval is above the
+margin, fails when it is all below, inconclusive otherwise. The speed claim compares measured encode speedups with
+L/k. Only cached results are read (grids, bootstrap replicates, speed.csv); no torch.
+
+    from twodmse import claims
+    rows = claims.check_all(per_seed, boots, speed)   # per_seed: method, seed, layer, dim, spearman
+    print(claims.markdown(rows))
+"""
+import numpy as np
+
+from . import stats
+from .cells import starbucks_diagonal
+
+TWODMSE = "Li et al. 2024, 2D Matryoshka Sentence Embeddings (arXiv:2402.14776)"
+IELAB = "ielab 2DMSE-Reproduce README @c7467c2 (BERT-S vs 2DMSE)"
+STARBUCKS = "ielab/Starbucks README Table A1 @2a3b24f"
+
+CLAIMS = [
+    {"id": "2dmse-shallow", "a": "2dmse", "b": "baseline", "cells": "shallow", "margin": 0.0, "source": TWODMSE,
+     "claim": "2DMSE's shallow layers beat those of a model trained at the last layer only"},
+    {"id": "2dmse-top", "a": "2dmse", "b": "baseline", "cells": "top", "margin": -1.0, "source": TWODMSE,
+     "claim": "2DMSE keeps the full model's quality at (L, H): no more than 1.0 point below it"},
+    {"id": "2dmse-vs-mrl", "a": "2dmse", "b": "mrl", "cells": "last-reduced", "margin": 0.0, "source": TWODMSE,
+     "claim": "2DMSE beats MRL at the reduced widths of the last layer"},
+    {"id": "separate-vs-2dmse", "a": "separate", "b": "2dmse", "cells": "shallow-full", "margin": 0.0,
+     "source": f"{IELAB}; {STARBUCKS} (BERT-Separate vs BERT-2DMSE)",
+     "claim": "models trained separately for each depth beat 2DMSE at their depth"},
+    {"id": "starbucks-diagonal", "a": "starbucks", "b": "2dmse", "cells": "starbucks-diagonal", "margin": 0.0,
+     "source": f"{STARBUCKS} (BERT-SRL: the Starbucks loss without its SMAE pre-training, as our starbucks)",
+     "claim": "Starbucks' diagonal beats 2DMSE on the diagonal"},
+]
+SPEED_CLAIM = {"id": "speed-layers", "source": "sentence-transformers Adaptive Layer docs (about 2x at half the "
+               "layers); the premise of 2DMSE's depth axis", "claim": "encoding with k of L layers is about L/k "
+               "times faster (at least 0.8 L/k at every k)", "floor": 0.8}
+SPEED_COLUMNS = ["layers", "encode_speedup", "throughput_median", "throughput_iqr"]
+CELLS_TEXT = {"shallow": "every width of layers 1..L-1", "top": "(L, H)", "last-reduced": "layer L, widths below H",
+              "shallow-full": "full width, layers 1..L-1", "starbucks-diagonal": "Starbucks' diagonal"}
+
+
+def claim_cells(kind, layers, dims):
+    """The (layer, dim) cells a claim concerns, on a grid of these layers and widths."""
+    L, H = max(layers), max(dims)
+    return {"shallow": [(n, d) for n in layers if n < L for d in dims],
+            "top": [(L, H)],
+            "last-reduced": [(L, d) for d in dims if d < H],
+            "shallow-full": [(n, H) for n in layers if n < L],
+            "starbucks-diagonal": starbucks_diagonal(L, dims)}[kind]
+
+
+def seed_values(method, cells, per_seed, boots):
+    """(points [S], replicates [S, R]) of the mean over cells for each seed of a method; None if a seed lacks a
+    cell or its bootstrap replicates."""
+    rows = per_seed[per_seed.method == method]
+    points, reps = [], []
+    for seed, g in rows.groupby("seed"):
+        scores = g.set_index(["layer", "dim"]).spearman
+        boot = boots.get((method, seed))
+        if boot is None or any(c not in scores.index for c in cells):
+            return None
+        layer_at = {n: i for i, n in enumerate(boot["layers"].tolist())}
+        dim_at = {d: j for j, d in enumerate(boot["dims"].tolist())}
+        if any(n not in layer_at or d not in dim_at for n, d in cells):
+            return None
+        points.append(float(np.mean([scores[c] for c in cells])))
+        reps.append(np.mean([boot["spearman"][:, layer_at[n], dim_at[d]] for n, d in cells], axis=0))
+    return (np.array(points), np.array(reps)) if points else None
+
+
+def check(claim, per_seed, boots):
+    """One claim's row: its cells, A - B with its interval and the verdict (or why it could not be checked)."""
+    row = {"id": claim["id"], "claim": claim["claim"], "source": claim["source"],
+           "compared": f"{claim['a']} - {claim['b']}", "margin": claim["margin"]}
+    present = set(per_seed.method)
+    missing = [m for m in (claim["a"], claim["b"]) if m not in present]
+    if missing:
+        return {**row, "verdict": "not run", "test": f"no results for {', '.join(missing)}"}
+    both = per_seed[per_seed.method.isin([claim["a"], claim["b"]])]
+    cells = claim_cells(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    row["cells"] = f"{CELLS_TEXT[claim['cells']]}, " + (" ".join(f"({n},{d})" for n, d in cells)
+                                                        if len(cells) <= 8 else f"{len(cells)} cells")
+    sides = [seed_values(m, cells, per_seed, boots) for m in (claim["a"], claim["b"])]
+    datasets = {tuple(b["datasets"].tolist()) for (m, _), b in boots.items() if m in (claim["a"], claim["b"])}
+    if None in sides or len(datasets) != 1:
+        why = "runs scored on different test sets" if len(datasets) > 1 else \
+            "a seed lacks these cells or its bootstrap replicates (bootstrap.npz); rerun its evaluation"
+        return {**row, "verdict": "not checked", "test": why}
+    d = stats.difference(*sides[0], *sides[1])
+    verdict = stats.verdict(d["lo"], d["hi"], claim["margin"])
+    seeds = f"{d['seeds_a']} vs {d['seeds_b']} seed(s)" + ("" if min(d["seeds_a"], d["seeds_b"]) > 1 else
+                                                           ", seed spread not measurable")
+    return {**row, **d, "verdict": verdict,
+            "test": f"mean over {len(cells)} cell(s) of {claim['a']} - {claim['b']} = {d['diff']:+.2f}, 95% interval "
+                    f"[{d['lo']:+.2f}, {d['hi']:+.2f}] against margin {claim['margin']:+.1f} ({seeds}; paired "
+                    f"bootstrap P({claim['a']} better) = {d['p_better']:.3f})"}
+
+
+def check_speed(speed, num_layers):
+    """The speed claim from speed.csv rows of one device at full width: encode speedup at k layers vs L/k. The
+    interval of each speedup spreads it by the relative interquartile ranges of both throughputs."""
+    row = {"id": SPEED_CLAIM["id"], "claim": SPEED_CLAIM["claim"], "source": SPEED_CLAIM["source"],
+           "compared": "encode speedup / (L/k)", "margin": SPEED_CLAIM["floor"]}
+    if speed is None or speed.empty:
+        return {**row, "verdict": "not run", "test": "no speed.csv"}
+    lacking = [c for c in SPEED_COLUMNS if c not in speed]
+    if lacking or num_layers not in set(speed.layers):
+        return {**row, "verdict": "not checked", "test": f"speed.csv lacks {lacking or f'{num_layers} layers'}; "
+                                                          "rerun `twodmse speed`"}
+    full = speed[speed.layers == num_layers].iloc[0]
+    parts, ratios, lows, highs = [], [], [], []
+    for r in speed[speed.layers < num_layers].sort_values("layers").itertuples():
+        ratios.append(r.encode_speedup / (num_layers / r.layers))
+        spread = r.throughput_iqr / r.throughput_median + full.throughput_iqr / full.throughput_median
+        lows.append(ratios[-1] * (1 - spread))
+        highs.append(ratios[-1] * (1 + spread))
+        parts.append(f"k={r.layers}: {r.encode_speedup:.2f}x vs {num_layers / r.layers:.2f} "
+                     f"(ratio {ratios[-1]:.2f} [{lows[-1]:.2f}, {highs[-1]:.2f}])")
+    # it holds if it holds at every k: every low end above the floor; it fails if one k's high end is below
+    lo, hi = min(lows), min(highs)
+    return {**row, "diff": min(ratios), "lo": lo, "hi": hi,
+            "verdict": stats.verdict(lo, hi, SPEED_CLAIM["floor"]),
+            "cells": f"{full.device}, width {full.dim}, batch {full.batch_size}",
+            "test": "worst k decides, ratio interval from the repeats' IQR: " + "; ".join(parts)}
+
+
+def check_all(per_seed, boots, speed=None, num_layers=None):
+    rows = [check(c, per_seed, boots) for c in CLAIMS]
+    if speed is not None:
+        rows.append(check_speed(speed, num_layers or int(per_seed.layer.max())))
+    return rows
+
+
+def markdown(rows, title):
+    """The claims as a verdict table, then each claim's test in full."""
+    lines = [f"## {title}", "", "| claim | source | verdict | A - B, or speed ratio [95% interval] |",
+             "|---|---|---|---|"]
+    for r in rows:
+        sign = "" if r["id"] == SPEED_CLAIM["id"] else "+"  # a ratio, not a difference
+        number = f"{r['diff']:{sign}.2f} [{r['lo']:{sign}.2f}, {r['hi']:{sign}.2f}]" if "lo" in r else ""
+        lines.append(f"| {r['claim']} | {r['source']} | **{r['verdict']}** | {number} |")
+    lines += ["", "Tests:", ""]
+    lines += [f"- `{r['id']}` ({r['compared']}; cells: {r.get('cells', '-')}): {r['test']}" for r in rows]
+    return "\n".join(lines) + "\n"
