@@ -229,3 +229,17 @@ def test_report_averages_the_seven_sets_of_twodmse_data_and_imports_no_torch():
 def test_every_method_gets_its_own_colour(n):
     colors = figures.palette([f"method{i}" for i in range(n)])
     assert len(set(colors.values())) == n
+
+
+def test_default_grid_has_exact_published_twins():
+    """With the default widths, MiniLM's cells sit at exactly the (layer/L, dim/H) of the published BERT-base
+    tables: every ielab depth and width but 8/768, and Starbucks' six sizes, which are our starbucks diagonal."""
+    from twodmse import cells
+    grid = pd.DataFrame([(n, d) for n in range(1, 7) for d in cells.default_dims(384)], columns=["layer", "dim"])
+    starbucks = [(2, 32), (4, 64), (6, 128), (8, 256), (10, 512), (12, 768)]
+    assert figures.diagonal_twins(grid, {(n / 12, d / 768) for n, d in starbucks}) == \
+        cells.starbucks_diagonal(6, cells.default_dims(384))
+    ielab_widths = [d / 768 for d in cells.default_dims(768)]
+    assert figures.has_twin([d / 384 for d in cells.default_dims(384)], ielab_widths).all()
+    assert not figures.has_twin([8 / 768], [d / 384 for d in cells.default_dims(384)]).any()
+    assert figures.has_twin([n / 6 for n in range(1, 7)], [n / 12 for n in range(2, 13, 2)]).all()

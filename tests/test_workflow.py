@@ -341,31 +341,39 @@ def test_ci_config_runs_end_to_end_then_figures_come_from_results_alone(tmp_path
 SWEEP_ARG = "sweep={lr: [1.0e-4, 1.0e-3]}"  # --config passes the values as text; the workflow reads them as YAML
 
 
-def test_sweep_config_is_the_default_study_plus_a_sweep():
-    cfg = load_config("sweep")
-    assert cfg.pop("sweep") == {"lr": [2.0e-5, 5.0e-5, 1.0e-4, 2.0e-4]}
-    assert cfg == load_config("default")
-    validate(load_config("sweep"))
+def test_study_config_is_the_default_study_plus_a_sweep_and_seeds():
+    cfg = load_config("study")
+    assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4]}
+    assert cfg.pop("sweep_seeds") == [42] and cfg.pop("seeds") == [42, 43, 44]
+    default = load_config("default")
+    default.pop("seeds")
+    assert cfg == default
+    validate(load_config("study"))
 
 
-def test_sweep_dry_run_trains_every_candidate_and_tests_only_the_pick(tmp_path):
-    result = snakemake("-n", "--configfile", "configs/sweep.yaml", "-d", tmp_path)
+def test_study_dry_run_sweeps_at_one_seed_and_trains_the_picks_at_the_others(tmp_path):
+    result = snakemake("-n", "--configfile", "configs/study.yaml", "-d", tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
-    cfg = load_config("sweep")
+    cfg = load_config("study")
     settings = cfg.get("method_settings") or {}
     trained = [m for m in cfg["methods"] if m != "untrained"]
     separate = [m for m in trained if settings.get(m, {}).get("method", m) == "separate"]
-    n_values = len(cfg["sweep"]["lr"])
-    n_runs = len(cfg["backbones"]) * len(cfg["seeds"])
+    n_values, n_seeds, n_sweep = len(cfg["sweep"]["lr"]), len(cfg["seeds"]), len(cfg["sweep_seeds"])
+    n_picked = n_seeds - n_sweep  # seeds where each method trains its pick afresh
     counts = job_counts(result.stdout)
-    assert counts["train"] == counts["train_config"] == len(trained) * n_values * n_runs  # 6 x 4 = 24
-    assert counts["select"] == len(trained) * len(cfg["backbones"])  # one per method: 6
-    assert counts["sweep_pick"] == counts["train_log"] == len(trained) * n_runs  # only picked runs reach results
-    # one dev evaluation per candidate, one test evaluation per method (its picked run), untrained once
-    assert counts["evaluate"] == (len(trained) - len(separate)) * (n_values + 1) * n_runs + len(cfg["backbones"])
-    assert counts["combine_separate"] == len(separate) * (n_values + 1) * n_runs
+    assert counts["train"] == counts["train_config"] == len(trained) * (n_values * n_sweep + n_picked)  # 6 x 5
+    assert counts["select"] == len(trained)  # one per method: 6
+    assert counts["sweep_pick"] == len(trained) * n_sweep  # the sweep seed's run is the pick itself
+    assert counts["train_log"] == len(trained) * n_seeds  # every seed of every method reaches results
+    # one dev evaluation per candidate, one test evaluation per method and seed, untrained once
+    assert counts["evaluate"] == (len(trained) - len(separate)) * (n_values * n_sweep + n_seeds) + 1
+    assert counts["combine_separate"] == len(separate) * (n_values * n_sweep + n_seeds)
+    assert counts["mteb"] == (len(trained) - len(separate)) * n_seeds + 1
     assert "runs/minilm/baseline/sweep/lr=2e-5/seed42/train_config.yaml" in result.stdout
-    assert "results/minilm/baseline/sweep/selection.json" in result.stdout
+    assert "runs/minilm/baseline/sweep/lr=2e-5/seed43" not in result.stdout  # no sweep at the other seeds
+    # a picked-seed run is configured from its method's selection
+    job = next(j for j in result.stdout.split("\n\n") if "output: runs/minilm/baseline/seed43/train_config.yaml" in j)
+    assert "input: results/minilm/baseline/sweep/selection.json" in job
 
 
 @pytest.mark.parametrize("arg, message", [
@@ -419,8 +427,12 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
     if not all(data.available("stsb", split=s) for s in ("train", "dev", "test")):
         needs.missing("STS-B train, dev and test are not readable here (no data mirror and no embedded copy)")
     wd = tmp_path / "wd"
-    # baseline only, to keep CI short: separate's candidates and twins are planned by the dry-run test above
-    args = ["--configfile", "configs/ci.yaml", "-d", wd, "--config", "methods=[baseline]", SWEEP_ARG]
+    # baseline only, to keep CI short: separate's candidates and twins are planned by the dry-run test above.
+    # Seeds 1 and 2, the sweep at seed 1: seed 2 trains the pick afresh.
+    config = {**load_config("ci"), "methods": ["baseline"], "seeds": [1, 2], "sweep_seeds": [1],
+              "sweep": {"lr": [1.0e-4, 1.0e-3]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    args = ["--configfile", tmp_path / "config.yaml", "-d", wd]
     result = snakemake(*args, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     results = wd / "results/tiny"
@@ -442,14 +454,20 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
         info = json.loads((results / method / "seed1/train_info.json").read_text())
         assert info["sweep"]["picked"]["candidate"] == picked and info["config"]["lr"] == selection["picked"]["values"]["lr"]
         grid = pd.read_csv(results / method / "seed1/grid.csv")
-        assert set(grid.split) == {"test"}
+        assert set(grid.split) == {"test"} and (results / method / "seed1/bootstrap.npz").is_file()
+        # seed 2: trained afresh (no sweep candidates at seed 2) with the picked values, scored on test
+        assert not (wd / "runs/tiny" / method / "sweep" / picked / "seed2").exists()
+        assert not (wd / "runs/tiny" / method / "seed2/model").is_symlink()
+        info2 = json.loads((results / method / "seed2/train_info.json").read_text())
+        assert info2["config"]["lr"] == selection["picked"]["values"]["lr"] and info2["config"]["seed"] == 2
+        assert set(pd.read_csv(results / method / "seed2/grid.csv").split) == {"test"}
     # the picked baseline's test grid is its model's, cell by cell
     grid = pd.read_csv(results / "baseline/seed1/grid.csv").set_index(["layer", "dim"])
     for d, want in _stsb_scores(wd / "runs/tiny/baseline/seed1/model", 3, 64, data.load_eval("stsb")).items():
         assert grid.spearman[3, d] == pytest.approx(want, abs=1e-3)
     # the report sees the picked runs only, and draws the sweep
     found = sorted(str(p.relative_to(wd / "results")) for p in (wd / "results").glob(report.GRID_GLOB))
-    assert found == ["tiny/baseline/seed1/grid.csv"]
+    assert found == ["tiny/baseline/seed1/grid.csv", "tiny/baseline/seed2/grid.csv"]
     assert (wd / "figures/sweep_tiny.png").is_file()
     table = (wd / "figures/sweep_tiny.md").read_text()
     assert "| method | picked | lr=1e-4 | lr=1e-3 |" in table

@@ -226,16 +226,17 @@ def published_label(r):
     return f"published {r.method}{variant} ({source}; {r.backbone}{metric})"
 
 
-def diagonal_cells(cells, fractions):
-    """Our (layer, dim) cells nearest to published (layer/L, dim/H) fractions; dims in log scale."""
-    layers, dims = np.array(sorted(cells.layer.unique())), np.array(sorted(cells.dim.unique()))
-    L, H = layers.max(), dims.max()
-    picked = {}  # our layer -> dim; on a shallow grid the largest published size per layer wins
-    for layer_frac, dim_frac in sorted(fractions):
-        our_l = layers[np.argmin(np.abs(layers / L - layer_frac))]
-        our_d = dims[np.argmin(np.abs(np.log2(dims / H) - np.log2(dim_frac)))]
-        picked[int(our_l)] = int(our_d)
-    return sorted(picked.items())
+def has_twin(ours, published):
+    """For each of our fractions (layer/L or dim/H, or pairs of both), whether a published cell has exactly it."""
+    pub = {tuple(np.round(np.atleast_1d(f), 9)) for f in published}
+    return np.array([tuple(np.round(np.atleast_1d(f), 9)) in pub for f in ours])
+
+
+def diagonal_twins(cells, fractions):
+    """Our (layer, dim) cells at exactly the published (layer/L, dim/H) fractions, in published order."""
+    L, H = cells.layer.max(), cells.dim.max()
+    ours = {(round(lay / L, 9), round(d / H, 9)): (int(lay), int(d)) for lay, d in zip(cells.layer, cells.dim)}
+    return [ours[k] for k in sorted((round(a, 9), round(b, 9)) for a, b in fractions) if k in ours]
 
 
 def _legend_entries(axes):
@@ -259,9 +260,16 @@ def fig_published(cells, pub, methods, colors, backbone, view_name):
     styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))] * 4)
     pub_style = {lab: next(styles) for lab in sorted(pub.label.unique())}
 
-    def ours(ax, c, x, method):
-        ax.plot(x, c.score, marker="o", ms=5, lw=2, color=colors[method],
-                label=f"ours {method}: {backbone}")
+    def ours(ax, c, x, method, twin):
+        """Our curve; filled markers where a published cell has the same (layer/L, dim/H), hollow elsewhere."""
+        line, = ax.plot(x, c.score, lw=2, color=colors[method], label=f"ours {method}: {backbone}")
+        x, y = np.asarray(x), np.asarray(c.score)
+        ax.plot(x[twin], y[twin], "o", ms=5, color=line.get_color())
+        ax.plot(x[~twin], y[~twin], "o", ms=5, mfc="white", color=line.get_color())
+
+    def twin_note(ax, twin):
+        ax.text(0.02, 0.02, f"{twin.sum()} of {len(twin)} of our cells have a published twin (filled)",
+                transform=ax.transAxes, fontsize=8, color="0.3")
 
     def theirs(ax, p, x):
         if p.empty:
@@ -274,10 +282,12 @@ def fig_published(cells, pub, methods, colors, backbone, view_name):
     # depth at full width, then width at full depth: (axis varied, its size, the one held full, published match)
     for ax, (vary, size, held, pub_full) in zip(axes, [("layer", L, "dim", pub.dim == pub.hidden_size),
                                                         ("dim", H, "layer", pub.layer == pub.num_layers)]):
+        p = pub[pub_full & pub.source_id.str.startswith("2dmse")]
         for m in methods:
             c = cells[(cells.method == m) & (cells[held] == cells[held].max())].sort_values(vary)
-            ours(ax, c, c[vary] / size, m)
-        p = pub[pub_full & pub.source_id.str.startswith("2dmse")]
+            twin = has_twin(c[vary] / size, p[f"{vary}_frac"])
+            ours(ax, c, c[vary] / size, m, twin)
+        twin_note(ax, twin)
         theirs(ax, p.sort_values(vary), lambda q, frac=f"{vary}_frac": q[frac])
     axes[0].set(title="depth at full width", xlabel="fraction of layers used (layer / L)",
                 ylabel=f"{view_name} Spearman x100")
@@ -287,15 +297,17 @@ def fig_published(cells, pub, methods, colors, backbone, view_name):
     ax = axes[2]  # Starbucks diagonal: depth and width shrink together
     p = pub[pub.source_id == "starbucks_readme_tableA1"].sort_values("layer")
     if not p.empty:
-        picked = diagonal_cells(cells, set(zip(p.layer_frac, p.dim_frac)))
+        picked = diagonal_twins(cells, set(zip(p.layer_frac, p.dim_frac)))
         for m in methods:
             c = cells[cells.method == m].set_index(["layer", "dim"]).score
             ours(ax, pd.DataFrame({"score": [c.get(k, np.nan) for k in picked]}),
-                 [lay / L for lay, _ in picked], m)
+                 [lay / L for lay, _ in picked], m, np.ones(len(picked), bool))
+        ax.text(0.02, 0.02, f"{len(picked)} of {p.layer.nunique()} published sizes have an exact twin in our grid",
+                transform=ax.transAxes, fontsize=8, color="0.3")
         theirs(ax, p, lambda q: q.layer_frac)
         ax.set_xticks([lay / L for lay, _ in picked],
                       [f"{lay}/{L}\nd={d}" for lay, d in picked], fontsize=7)
-    ax.set(title="Starbucks diagonal (ours: nearest cell, ticks show our L, d)",
+    ax.set(title="Starbucks diagonal (ours: the cells at the same layer/L, dim/H; ticks show them)",
            xlabel="fraction of layers used; published dims 32..768 of 768")
     for ax in axes:
         ax.grid(alpha=0.3)
