@@ -17,7 +17,7 @@ def test_replicates_equal_scipy_on_the_expanded_resamples():
     for b in range(25):
         drawn = np.repeat(np.arange(n), counts[b])
         want = [[100 * spearmanr(cos[i, j, drawn], gold[drawn]).statistic for j in range(3)] for i in range(2)]
-        np.testing.assert_allclose(reps[b], want, atol=1e-9)
+        np.testing.assert_allclose(reps[b], want, atol=1e-4)  # float32 arrays, float64 sums
 
 
 def test_resamples_are_shared_by_runs_and_differ_between_datasets():

@@ -53,31 +53,37 @@ def weighted_ranks(values, counts):
     return ranks
 
 
-def _centred(x, w, wsum):
-    return x - (w * x).sum(1, keepdims=True) / wsum
-
-
 def spearman_replicates(cos, gold, counts):
-    """Spearman x100 of every cell on every resample: cos [L, D, n], gold [n] -> [B, L, D] float64."""
-    w = counts.astype(np.float64)
-    wsum = w.sum(1, keepdims=True)
-    g = _centred(weighted_ranks(gold, counts), w, wsum)
-    gnorm = np.sqrt((w * g * g).sum(1))
+    """Spearman x100 of every cell on every resample: cos [L, D, n], gold [n] -> [B, L, D] float64.
+
+    In a resample of n draws the mean rank is (n+1)/2, and without tied values the sum of squared centred ranks
+    is (n^3 - n - sum over pairs of (c^3 - c)) / 12 for draw counts c (each pair ties with its own copies): only
+    the cross term depends on the cell. Arrays are float32 (counts and ranks are exact in it; the sums are
+    pairwise), which keeps the bootstrap of a 49-cell grid a small part of an evaluation."""
+    n = counts.shape[1]
+    mid = (n + 1) / 2
+    w = counts.astype(np.float32)
+    g = (weighted_ranks(gold, counts) - mid).astype(np.float32)
+    wg = w * g
+    gnorm = np.sqrt((wg.astype(np.float64) * g).sum(1))
+    c = counts.astype(np.float64)
+    rnorm = np.sqrt((n ** 3 - n - (c ** 3 - c).sum(1)) / 12)  # no tied values
     out = np.empty((len(counts), *cos.shape[:2]))
     for layer in range(cos.shape[0]):
         for j in range(cos.shape[1]):
             values = cos[layer, j]
             order = np.argsort(values, kind="stable")
-            if (np.diff(values[order]) > 0).all():  # no ties (the usual case): ranks without tie groups
+            if (np.diff(values[order]) > 0).all():  # no tied values (the usual case)
                 wo = w[:, order]
-                r = np.cumsum(wo, axis=1) - (wo - 1) / 2
-                r -= (wo * r).sum(1, keepdims=True) / wsum
-                go = g[:, order]
+                r = np.cumsum(wo, axis=1)
+                r -= wo * 0.5
+                r += 0.5 - mid  # in place: these arrays are [B, n]
+                cross, norm = np.einsum("bi,bi->b", r, wg[:, order], dtype=np.float64), rnorm
             else:
-                wo, go = w, g
-                r = _centred(weighted_ranks(values, counts), w, wsum)
+                r = weighted_ranks(values, counts) - mid
+                cross, norm = (r * wg).sum(1), np.sqrt((w * r * r).sum(1))
             with np.errstate(invalid="ignore", divide="ignore"):  # a resample with one distinct value: NaN
-                out[:, layer, j] = 100 * (wo * r * go).sum(1) / (np.sqrt((wo * r * r).sum(1)) * gnorm)
+                out[:, layer, j] = 100 * cross / (norm * gnorm)
     return out
 
 
