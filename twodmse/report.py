@@ -21,9 +21,13 @@ workflow's rule select) give sweep_<backbone> (PNG+PDF and .md): each candidate'
 pick. The candidates' own dev grids live deeper (<method>/sweep/<values>/seed<k>/grid.csv) and are not read
 as runs: only the picked run is in the grid layout above.
 
-Only cached CSVs are read (no torch), and every output is written atomically:
-heatmap_*, curves_*, gain_*, pareto_*, published_*, sweep_* (PNG+PDF), summary_{avg,stsb}.{md,tex}
-and index.md (what was written and what was skipped, and why).
+Optional bootstrap replicates (BOOT_GLOB, <results>/<backbone>/<method>/seed<k>/bootstrap.npz, written by
+`twodmse eval`) give the 'avg' view its uncertainty: whiskers on the curves, hatched gain cells that are not
+significant, and claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict).
+
+Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
+heatmap_*, curves_*, gain_*, pareto_*, published_*, sweep_* (PNG+PDF), summary_{avg,stsb}.{md,tex},
+claims.md and index.md (what was written and what was skipped, and why).
 """
 import re
 import sys
@@ -432,7 +436,8 @@ def add_cli(subparsers):
                     f"(glob {GRID_GLOB}); seeds are averaged cell by cell. Scores are the mean "
                     "Spearman over the 7 STS test sets ('avg') and STS-B test alone ('stsb').",
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
-               "curves_* (score per layer at several widths), gain_* (method minus baseline), "
+               "curves_* (score per layer at several widths, 95% whiskers), gain_* (method minus baseline; "
+               "hatched: not significant), claims.md (published claims with computed verdicts), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
                "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"

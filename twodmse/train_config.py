@@ -23,11 +23,11 @@ CONFIG = {
                               "padded forward"),
     "lr": (2e-5, float, "peak AdamW learning rate"),
     "warmup_ratio": (0.1, float, "fraction of steps of linear warmup; then linear decay to 0"),
-    "weight_decay": (0.0, float, "AdamW decay of weight matrices (not biases or LayerNorm); default: the Hugging "
-                                 "Face Trainer's (TrainingArguments.weight_decay), which AnglE and "
-                                 "sentence-transformers train through"),
-    "max_grad_norm": (1.0, float, "clip the gradient norm to this; null = no clipping; default: the Hugging Face "
-                                  "Trainer's (TrainingArguments.max_grad_norm), as AnglE and sentence-transformers"),
+    "weight_decay": (0.0, float, "AdamW decay of weight matrices (not biases or LayerNorm); the default is the "
+                                 "Hugging Face Trainer's (TrainingArguments), which AnglE and sentence-transformers "
+                                 "train through"),
+    "max_grad_norm": (1.0, float, "clip the gradient norm to this, null = no clipping; the default is the Hugging "
+                                  "Face Trainer's (TrainingArguments), as for weight_decay"),
     "seed": (42, int, "seeds dropout, the shuffle and the objective's sampling"),
     "save_every": (100, int, "checkpoint every N optimizer steps"),
     "bf16": (None, bool, "bf16 autocast; null = on when CUDA; never used on CPU"),
