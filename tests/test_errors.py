@@ -45,7 +45,7 @@ def test_a_user_error_is_one_line_without_traceback_and_a_bug_keeps_it(tiny_bert
     assert str(tmp_path / "missing") in bad.stderr
     # a bug (here: a broken numpy inside the grid) is not a user error: traceback, exit 1
     code = ("import sys; from twodmse import cli, evaluate\n"
-            "evaluate.grid_scores = lambda *a: 1 / 0\n"
+            "evaluate.cell_scores = lambda *a: 1 / 0\n"
             f"sys.exit(cli.main(['eval', '--model', {str(tiny_bert)!r}, '--datasets', 'stsb', "
             f"'--out', {str(tmp_path / 'b')!r}, '--cache', {str(tmp_path / 'c')!r}]))")
     crash = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

@@ -243,3 +243,11 @@ def test_default_grid_has_exact_published_twins():
     assert figures.has_twin([d / 384 for d in cells.default_dims(384)], ielab_widths).all()
     assert not figures.has_twin([8 / 768], [d / 384 for d in cells.default_dims(384)]).any()
     assert figures.has_twin([n / 6 for n in range(1, 7)], [n / 12 for n in range(2, 13, 2)]).all()
+
+
+def test_sweep_table_names_picks_at_an_end_of_the_swept_values(tmp_path):
+    rows = [{"backbone": "b", "method": m, "candidate": c, "dev_grid_mean": v, "picked": c == pick}
+            for m, pick, values in [("baseline", "lr=3", [1, 2, 3]), ("2dmse", "lr=2", [1, 3, 2])]
+            for c, v in zip(["lr=1", "lr=2", "lr=3"], values)]
+    report.sweep_outputs(pd.DataFrame(rows), "b", tmp_path, ["png"])
+    assert "so the best may lie beyond them: baseline." in (tmp_path / "sweep_b.md").read_text()

@@ -343,7 +343,7 @@ SWEEP_ARG = "sweep={lr: [1.0e-4, 1.0e-3]}"  # --config passes the values as text
 
 def test_study_config_is_the_default_study_plus_a_sweep_and_seeds():
     cfg = load_config("study")
-    assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4]}
+    assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4, 6.0e-4]}
     assert cfg.pop("sweep_seeds") == [42] and cfg.pop("seeds") == [42, 43, 44]
     default = load_config("default")
     default.pop("seeds")
@@ -361,7 +361,7 @@ def test_study_dry_run_sweeps_at_one_seed_and_trains_the_picks_at_the_others(tmp
     n_values, n_seeds, n_sweep = len(cfg["sweep"]["lr"]), len(cfg["seeds"]), len(cfg["sweep_seeds"])
     n_picked = n_seeds - n_sweep  # seeds where each method trains its pick afresh
     counts = job_counts(result.stdout)
-    assert counts["train"] == counts["train_config"] == len(trained) * (n_values * n_sweep + n_picked)  # 6 x 5
+    assert counts["train"] == counts["train_config"] == len(trained) * (n_values * n_sweep + n_picked)  # 6 x 6
     assert counts["select"] == len(trained)  # one per method: 6
     assert counts["sweep_pick"] == len(trained) * n_sweep  # the sweep seed's run is the pick itself
     assert counts["train_log"] == len(trained) * n_seeds  # every seed of every method reaches results
@@ -386,6 +386,13 @@ def test_study_dry_run_sweeps_at_one_seed_and_trains_the_picks_at_the_others(tmp
 def test_bad_sweep_stops_with_one_message_naming_the_key(arg, message, tmp_path):
     out = _short_config_error(snakemake("-n", "--configfile", "configs/ci.yaml", "-d", tmp_path, "--config", arg))
     assert message in out, out
+
+
+def test_sweep_seeds_outside_the_seeds_stop_with_one_message(tmp_path):
+    config = {**load_config("ci"), "sweep": {"lr": [1.0e-4]}, "sweep_seeds": [7]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = _short_config_error(snakemake("-n", "--configfile", tmp_path / "config.yaml", "-d", tmp_path / "wd"))
+    assert "config key 'sweep_seeds': [7] not in `seeds` [1]" in out, out
 
 
 def test_sweep_without_a_readable_dev_split_stops_before_planning(tmp_path):

@@ -216,7 +216,7 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
             "encoded": get_encoder.cache_info().currsize > 0,
             "bootstrap": {"replicates": stats.REPLICATES, "level": stats.LEVEL, "resampled": "pairs, each dataset "
                           "on its own, the same draws for every run (twodmse.stats)"}}
-    boot = {"spearman": np.nanmean(replicates, axis=0).astype(np.float32),  # [B, L, D]: mean over datasets
+    boot = {"spearman": np.mean(replicates, axis=0).astype(np.float32),  # [B, L, D]: mean over datasets
             "layers": np.array([backbone.layer_number(n) for n in range(config.num_hidden_layers)]),
             "dims": np.array(dims), "datasets": np.array([f"{p.name}-{p.split}:{len(p)}" for p in loaded])}
     return pd.DataFrame(rows, columns=GRID_COLUMNS), info, boot

@@ -170,6 +170,10 @@ def sweep_outputs(sweeps, backbone, out, formats):
     table.insert(0, "picked", [s[(s.method == m) & s.picked].candidate.iloc[0] for m in methods])
     caption = (f"{title}: grid mean Spearman x100 over every (layer, dim) cell and seed; the picked candidate "
                f"(highest) is the method's run in the other figures and tables.")
+    candidates = list(dict.fromkeys(s.candidate))
+    edge = [m for m in methods if len(candidates) > 2 and table.loc[m, "picked"] in (candidates[0], candidates[-1])]
+    if edge:  # a pick at the first or last value: the best value may lie beyond the swept range
+        caption += f" Picked at an end of the swept values, so the best may lie beyond them: {', '.join(edge)}."
     written.append(write_text(Path(out) / f"sweep_{slug(backbone)}.md",
                               f"{caption}\n\n{markdown(table.reset_index())}"))
     return written
