@@ -351,6 +351,14 @@ def test_study_config_is_the_default_study_plus_a_sweep_and_seeds():
     validate(load_config("study"))
 
 
+def test_default_recipe_uses_the_committed_sweep_picks():
+    cfg = load_config("default")
+    trained = [m for m in cfg["methods"] if m != "untrained"]
+    for method in trained:
+        selection = json.loads((REPO / "results/minilm" / method / "sweep/selection.json").read_text())
+        assert cfg["method_settings"][method]["lr"] == selection["picked"]["values"]["lr"], method
+
+
 def test_study_dry_run_sweeps_at_one_seed_and_trains_the_picks_at_the_others(tmp_path):
     result = snakemake("-n", "--configfile", "configs/study.yaml", "-d", tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
