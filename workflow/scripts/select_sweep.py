@@ -1,6 +1,6 @@
 """Snakemake script (rule select): pick a method's sweep candidate by its STS-B dev grid mean.
 
-Each candidate (one combination of the swept `train` values) was trained once per seed and scored on STS-B dev at
+Each candidate (one combination of the swept `train` values) was trained once per sweep seed (`sweep_seeds`, default: every seed) and scored on STS-B dev at
 every (layer, dim) cell. Its dev grid mean is the mean Spearman over the cells of each seed, averaged over seeds;
 the highest wins, a tie goes to the candidate first in the order of the sweep values. selection.json records every
 candidate's dev grid mean, the picked values and this rule."""
