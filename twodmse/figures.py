@@ -307,7 +307,7 @@ def fig_published(cells, pub, methods, colors, backbone, view_name):
         theirs(ax, p, lambda q: q.layer_frac)
         ax.set_xticks([lay / L for lay, _ in picked],
                       [f"{lay}/{L}\nd={d}" for lay, d in picked], fontsize=7)
-    ax.set(title="Starbucks diagonal (ours: the cells at the same layer/L, dim/H; ticks show them)",
+    ax.set(title="Starbucks diagonal (ours: the same layer/L, dim/H)",
            xlabel="fraction of layers used; published dims 32..768 of 768")
     for ax in axes:
         ax.grid(alpha=0.3)
