@@ -240,7 +240,7 @@ def test_combine_separate_keeps_layer_k_of_the_depth_k_model(tmp_path):
     for k in (1, 2, 3):  # model k scores 100*k + layer, so each row says which model it came from
         (tmp_path / f"layers{k}").mkdir()
         _grid(k, f"model_layers{k}", 100 * k).to_csv(tmp_path / f"layers{k}" / "grid.csv", index=False)
-    grid = combine.combine(tmp_path)
+    grid = combine.combine(combine.layer_grids(tmp_path))
     assert sorted(zip(grid.layer, grid.dim)) == [(n, d) for n in (1, 2, 3) for d in (16, 32)]
     assert (grid.spearman == 101 * grid.layer).all()
     assert (grid.model == "model_layers" + grid.layer.astype(str)).all()
@@ -252,7 +252,7 @@ def test_combine_separate_names_a_missing_depth(tmp_path):
         (tmp_path / f"layers{k}").mkdir()
         _grid(k, "m", 0).to_csv(tmp_path / f"layers{k}" / "grid.csv", index=False)
     with pytest.raises(ValueError, match=r"depth\(s\) \[2\]"):
-        combine.combine(tmp_path)
+        combine.combine(combine.layer_grids(tmp_path))
 
 
 def test_data_manifest_stops_on_unreadable_training_data(tmp_path):

@@ -32,10 +32,10 @@ def layer_grids(eval_dir):
     return dict(sorted(grids.items()))
 
 
-def combine(eval_dir):
-    """The layer-k rows of each depth-k model, as one grid (same columns as twodmse eval writes)."""
+def combine(grids):
+    """The layer-k rows of each depth-k model, as one grid (same columns as twodmse eval writes); grids: layer_grids."""
     parts = []
-    for k, path in layer_grids(eval_dir).items():
+    for k, path in grids.items():
         df = pd.read_csv(path)
         if df.layer.max() != k:
             raise ValueError(f"{path}: the model of depth {k} has layers up to {df.layer.max()}; "
@@ -44,23 +44,23 @@ def combine(eval_dir):
     return pd.concat(parts, ignore_index=True)
 
 
-def combine_bootstrap(eval_dir):
+def combine_bootstrap(grids):
     """bootstrap.npz of the combined grid: the layer-k replicates of each depth-k model (all resampled alike)."""
     parts, first = [], None
-    for k, path in layer_grids(eval_dir).items():
+    for k, path in grids.items():
         boot = stats.load_bootstrap(path.with_name("bootstrap.npz"))
         if first is None:
             first = boot
         elif not (np.array_equal(boot["dims"], first["dims"]) and np.array_equal(boot["datasets"], first["datasets"])):
             raise ValueError(f"{path.parent}: scored on other widths or data than depth 1; re-evaluate every depth")
         parts.append(boot["spearman"][:, list(boot["layers"]).index(k)])
-    return {**first, "spearman": np.stack(parts, axis=1), "layers": np.array(sorted(layer_grids(eval_dir)))}
+    return {**first, "spearman": np.stack(parts, axis=1), "layers": np.array(list(grids))}
 
 
-def provenance(eval_dir):
+def provenance(grids):
     """The grid.json of each depth, keyed by depth."""
     infos = {}
-    for k, path in layer_grids(eval_dir).items():
+    for k, path in grids.items():
         info = path.with_name("grid.json")
         infos[k] = json.loads(info.read_text()) if info.is_file() else None
     return infos
@@ -68,12 +68,13 @@ def provenance(eval_dir):
 
 def main(sm):
     eval_dir = sm.input[0]
-    grid = combine(eval_dir)
+    grids = layer_grids(eval_dir)
+    grid = combine(grids)
     util.write_csv(sm.output.grid, grid)
-    stats.save_bootstrap(sm.output.boot, combine_bootstrap(eval_dir))
+    stats.save_bootstrap(sm.output.boot, combine_bootstrap(grids))
     util.write_json(sm.output.info, util.provenance(
         method="separate", combined_from=str(eval_dir), rule="layer-k rows of the model cut to k layers",
-        depths=provenance(eval_dir)))
+        depths=provenance(grids)))
     with open(sm.log[0], "w") as log:
         print(f"{sm.output.grid}: {len(grid)} cells from {grid.layer.nunique()} models", file=log)
 
