@@ -107,13 +107,18 @@ def read_grid(path):
                           f"one row per cell")
     seed_dir, method_dir, backbone_dir = path.parts[-2], path.parts[-3], path.parts[-4]
     df["backbone"], df["method"] = backbone_dir, method_dir  # folder wins: it names variants
-    df["seed"] = int(re.sub(r"\D", "", seed_dir) or 0)
+    df["seed"] = seed_number(seed_dir)
     return df
+
+
+def seed_number(folder):
+    """seed42 -> 42: a run's seed, from its folder name."""
+    return int(re.sub(r"\D", "", folder) or 0)
 
 
 def load_bootstraps(results):
     """{(backbone, method, seed): bootstrap replicates} of every run whose evaluation wrote bootstrap.npz."""
-    return {(p.parts[-4], p.parts[-3], int(re.sub(r"\D", "", p.parts[-2]) or 0)): stats.load_bootstrap(p)
+    return {(p.parts[-4], p.parts[-3], seed_number(p.parts[-2])): stats.load_bootstrap(p)
             for p in sorted(Path(results).glob(BOOT_GLOB))}
 
 
