@@ -6,7 +6,10 @@ from scipy.stats import spearmanr
 from twodmse import stats
 
 
-def test_replicates_equal_scipy_on_the_expanded_resamples():
+@pytest.mark.parametrize("block", [None, 7 * 200])  # one block of replicates, or blocks of 7 (the last short)
+def test_replicates_equal_scipy_on_the_expanded_resamples(monkeypatch, block):
+    if block:
+        monkeypatch.setattr(stats, "CACHE_ELEMENTS", block)
     rng = np.random.default_rng(0)
     n = 200
     gold = rng.integers(0, 6, n).astype(float)  # gold scores tie a lot, as STS scores do

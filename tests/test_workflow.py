@@ -343,7 +343,7 @@ SWEEP_ARG = "sweep={lr: [1.0e-4, 1.0e-3]}"  # --config passes the values as text
 
 def test_study_config_is_the_default_study_plus_a_sweep_and_seeds():
     cfg = load_config("study")
-    assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4, 6.0e-4]}
+    assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4, 6.0e-4, 2.0e-3]}
     assert cfg.pop("sweep_seeds") == [42] and cfg.pop("seeds") == [42, 43, 44]
     default = load_config("default")
     default.pop("seeds")
