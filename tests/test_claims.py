@@ -17,6 +17,10 @@ def effect(method, layer, dim):
     reduced widths (so that comparison is inconclusive)."""
     if method == "2dmse":
         return 3.0 if layer < 6 else (-3.0 if dim == 384 else 0.0)
+    if method.endswith("-better"):  # ablations: +2 on layers 1..5, as its parent at layer 6
+        return 2.0 if layer < 6 else 0.0
+    if method.endswith("-worse"):
+        return -3.0
     return 0.0
 
 
@@ -99,3 +103,26 @@ def test_speed_claim(tmp_path, slowdown, iqr, want):
     speed = pd.read_csv(tmp_path / "minilm" / "speed" / "speed.csv")
     row = claims.check_speed(speed[speed.dim == 384], 6)
     assert row["verdict"] == want and row["diff"] == pytest.approx(slowdown)
+
+
+def test_ablations_against_their_parent_folder(tmp_path):
+    results = tmp_path / "results"
+    for method in ("baseline", "baseline-better", "baseline-better-worse"):
+        for seed in SEEDS:
+            write_run(results, method, seed)
+    assert claims.parent_of("baseline-better-worse", ["baseline", "baseline-better"]) == "baseline-better"
+    assert claims.parent_of("st-matryoshka2d", ["baseline", "2dmse"]) is None
+    report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
+    text = (tmp_path / "fig" / "ablations.md").read_text()
+    got = re.findall(r"^\| (\S+ - \S+) \| (.+?) \| \*\*(.+?)\*\* \|", text, re.M)
+    assert got == [("baseline-better - baseline", "every cell", "better"),
+                   ("baseline-better - baseline", "every width of layers 1..L-1", "better"),
+                   ("baseline-better - baseline", "(L, H)", "inconclusive"),  # +0, seed spread only
+                   ("baseline-better-worse - baseline-better", "every cell", "worse"),
+                   ("baseline-better-worse - baseline-better", "every width of layers 1..L-1", "worse"),
+                   ("baseline-better-worse - baseline-better", "(L, H)", "worse")]
+
+
+def test_no_ablations_file_without_a_variant(results, tmp_path):
+    report.make_report(results, tmp_path, published=None, formats=["png"])
+    assert not (tmp_path / "ablations.md").exists()

@@ -10,6 +10,10 @@ L/k. Only cached results are read (grids, bootstrap replicates, speed.csv); no t
     from twodmse import claims
     rows = claims.check_all(per_seed, boots, speed)   # per_seed: method, seed, layer, dim, spearman
     print(claims.markdown(rows))
+
+Ablations are compared the same way (figures/ablations.md): a results folder named <m>-<change> (2dmse-noclip)
+is a variant of method <m> (the longest such folder name), and variant - <m> is checked with margin 0 on every
+cell, on layers 1..L-1 and on (L, H): better (holds), worse (fails) or inconclusive.
 """
 import numpy as np
 
@@ -38,14 +42,15 @@ SPEED_CLAIM = {"id": "speed-layers", "source": "sentence-transformers Adaptive L
                "layers); the premise of 2DMSE's depth axis", "claim": "encoding with k of L layers is about L/k "
                "times faster (at least 0.8 L/k at every k)", "floor": 0.8}
 SPEED_COLUMNS = ["layers", "encode_speedup", "throughput_median", "throughput_iqr"]
-CELLS_TEXT = {"shallow": "every width of layers 1..L-1", "top": "(L, H)", "last-reduced": "layer L, widths below H",
+CELLS_TEXT = {"all": "every cell", "shallow": "every width of layers 1..L-1", "top": "(L, H)", "last-reduced": "layer L, widths below H",
               "shallow-full": "full width, layers 1..L-1", "starbucks-diagonal": "Starbucks' diagonal"}
 
 
 def claim_cells(kind, layers, dims):
     """The (layer, dim) cells a claim concerns, on a grid of these layers and widths."""
     L, H = max(layers), max(dims)
-    return {"shallow": [(n, d) for n in layers if n < L for d in dims],
+    return {"all": [(n, d) for n in layers for d in dims],
+            "shallow": [(n, d) for n in layers if n < L for d in dims],
             "top": [(L, H)],
             "last-reduced": [(L, d) for d in dims if d < H],
             "shallow-full": [(n, H) for n in layers if n < L],
@@ -144,4 +149,36 @@ def markdown(rows, title):
         lines.append(f"| {r['claim']} | {r['source']} | **{r['verdict']}** | {number} |")
     lines += ["", "Tests:", ""]
     lines += [f"- `{r['id']}` ({r['compared']}; cells: {r.get('cells', '-')}): {r['test']}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+ABLATION_CELLS = ("all", "shallow", "top")
+ABLATION_VERDICTS = {"holds": "better", "fails": "worse"}
+
+
+def parent_of(method, methods):
+    """The method a variant changes: the longest other name m with method = m + '-' + change, else None."""
+    parents = [m for m in methods if m != method and method.startswith(m + "-")]
+    return max(parents, key=len) if parents else None
+
+
+def check_ablations(per_seed, boots):
+    """variant - parent of every variant present, on each of ABLATION_CELLS (rows as check())."""
+    methods = sorted(set(per_seed.method))
+    rows = []
+    for variant in methods:
+        parent = parent_of(variant, methods)
+        for kind in ABLATION_CELLS if parent else ():
+            rows.append(check({"id": f"{variant}/{kind}", "a": variant, "b": parent, "cells": kind, "margin": 0.0,
+                               "source": "", "claim": f"{variant} vs {parent}, {CELLS_TEXT[kind]}"}, per_seed, boots))
+    return rows
+
+
+def ablation_markdown(rows, title):
+    lines = [f"## {title}", "", "| variant - method | cells | variant is | A - B [95% interval] |", "|---|---|---|---|"]
+    for r in rows:
+        number = f"{r['diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]" if "lo" in r else ""
+        lines.append(f"| {r['compared']} | {CELLS_TEXT[r['id'].rsplit('/', 1)[1]]} | "
+                     f"**{ABLATION_VERDICTS.get(r['verdict'], r['verdict'])}** | {number} |")
+    lines += ["", "Tests:", ""] + [f"- `{r['id']}`: {r['test']}" for r in rows]
     return "\n".join(lines) + "\n"

@@ -23,11 +23,12 @@ as runs: only the picked run is in the grid layout above.
 
 Optional bootstrap replicates (BOOT_GLOB, <results>/<backbone>/<method>/seed<k>/bootstrap.npz, written by
 `twodmse eval`) give the 'avg' view its uncertainty: whiskers on the curves, hatched gain cells that are not
-significant, and claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict).
+significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict) and
+ablations.md (each variant folder <m>-<change> against method <m>, tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, pareto_*, published_*, sweep_* (PNG+PDF), summary_{avg,stsb}.{md,tex},
-claims.md and index.md (what was written and what was skipped, and why).
+claims.md, ablations.md and index.md (what was written and what was skipped, and why).
 """
 import re
 import sys
@@ -59,6 +60,15 @@ Computed by `twodmse report` from results/ alone (twodmse/claims.py; nothing her
 at 95%: **holds** when the whole interval of A - B is above the margin, **fails** when it is all below,
 **inconclusive** otherwise. The interval adds the paired bootstrap over test pairs (1000 resamples of each STS
 test set, the same for every run) and the spread over seeds; with one seed, the seed spread is not in it.
+
+"""
+
+
+ABLATIONS_HEADER = """# Ablations, checked
+
+Computed by `twodmse report` from results/ alone (twodmse/claims.py, check_ablations). A folder <m>-<change> is a
+variant of method <m>; variant - <m> is tested as the claims are (paired bootstrap plus seed spread, 95%):
+**better** when the whole interval is above 0, **worse** when it is all below, **inconclusive** otherwise.
 
 """
 
@@ -326,7 +336,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
     if primary is None:
         notes.append(f"{backbone}: neither all 7 STS test sets nor stsb test; published and "
                      f"Pareto figures skipped")
-    written, tables, claim_rows = [], {}, None
+    written, tables, claim_rows, ablation_rows = [], {}, None, []
     model_ids = grid.loc[grid.backbone == backbone, "model"].dropna().unique() if "model" in grid else []
     for view in ("avg", "stsb"):
         scored = cell_scores(grid, backbone, view)
@@ -344,6 +354,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             cells = with_intervals(cells, per_seed, view_boots, baseline)
         if view == "avg":
             claim_rows = claims.check_all(per_seed, view_boots, full_width_speed(speed, backbone, model_ids))
+            ablation_rows = claims.check_ablations(per_seed, view_boots)
         title = f"{backbone}: {view_title(view, datasets)}"
         name = f"{slug(backbone)}_{view}"
         written += save(fig_heatmaps(cells, methods, title), out, f"heatmap_{name}", formats)
@@ -363,7 +374,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             fig = fig_published(cells, published_for(pub, view), methods, colors, backbone,
                                 "STS average (7 test sets)" if view == "avg" else "STS-B test")
             written += save(fig, out, f"published_{name}", formats)
-    return written, tables, claim_rows
+    return written, tables, claim_rows, ablation_rows
 
 
 def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=None,
@@ -387,12 +398,16 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
                      f"twodmse/published/build.py writes (default {DEFAULT_PUBLISHED})")
     sweeps = load_sweeps(results)
     boots = load_bootstraps(results)
-    written, tables, sections = [], {}, []
+    written, tables, sections, ablations = [], {}, [], []
     for backbone in sorted(grid.backbone.unique()):
-        w, t, claim_rows = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df, boots, notes)
+        w, t, claim_rows, ablation_rows = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df,
+                                                           boots, notes)
         written += w
+        title = f"{backbone}: mean Spearman over the STS test sets"
         if claim_rows:
-            sections.append(claims.markdown(claim_rows, f"{backbone}: mean Spearman over the STS test sets"))
+            sections.append(claims.markdown(claim_rows, title))
+        if ablation_rows:
+            ablations.append(claims.ablation_markdown(ablation_rows, title))
         if sweeps is not None and (sweeps.backbone == backbone).any():
             written += sweep_outputs(sweeps, backbone, out, formats)
         for view, df in t.items():
@@ -400,6 +415,8 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
     written += write_tables(tables, out)
     if sections:
         written.append(write_text(Path(out) / "claims.md", CLAIMS_HEADER + "\n".join(sections)))
+    if ablations:
+        written.append(write_text(Path(out) / "ablations.md", ABLATIONS_HEADER + "\n".join(ablations)))
     written.append(write_index(out, written, notes, results))
     return written, notes
 
@@ -446,7 +463,8 @@ def add_cli(subparsers):
                     "Spearman over the 7 STS test sets ('avg') and STS-B test alone ('stsb').",
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
                "curves_* (score per layer at several widths, 95% whiskers), gain_* (method minus baseline; "
-               "hatched: not significant), claims.md (published claims with computed verdicts), "
+               "hatched: not significant), claims.md (published claims with computed verdicts), ablations.md "
+               "(a folder <m>-<change> against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
                "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
