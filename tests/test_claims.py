@@ -65,7 +65,7 @@ def verdicts(text):
 def test_every_outcome_through_the_report(results, tmp_path):
     report.make_report(results, tmp_path, published=None, formats=["png"])
     got = verdicts((tmp_path / "claims.md").read_text())
-    want = {"2dmse-shallow": "holds", "2dmse-top": "fails", "2dmse-vs-mrl": "inconclusive",
+    want = {"2dmse-shallow": "holds", "2dmse-top": "fails", "2dmse-top-separate": "not run", "2dmse-vs-mrl": "inconclusive",
             "separate-vs-2dmse": "not run", "starbucks-diagonal": "not checked", "speed-layers": "holds"}
     assert got == {c["claim"]: want[c["id"]] for c in claims.CLAIMS + [claims.SPEED_CLAIM]}
 
@@ -126,3 +126,24 @@ def test_ablations_against_their_parent_folder(tmp_path):
 def test_no_ablations_file_without_a_variant(results, tmp_path):
     report.make_report(results, tmp_path, published=None, formats=["png"])
     assert not (tmp_path / "ablations.md").exists()
+
+
+def test_a_one_seed_ablation_is_paired_with_its_parent_at_that_seed(tmp_path):
+    results = tmp_path / "results"
+    for seed in SEEDS:
+        write_run(results, "baseline", seed)
+    write_run(results, "baseline-better", 42)
+    write_run(results, "baseline-worse", 43)
+    grid = report.load_grids(results)
+    _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
+    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    rows = {r["id"]: r for r in claims.check_ablations(per_seed, boots)}
+    # against baseline's seed-42 run (not its 3-seed mean): exactly +2; seed spread: baseline's seeds (variance 1)
+    # on both sides, the paired bootstrap adds nothing (shared noise)
+    shallow = rows["baseline-better/shallow"]
+    assert shallow["diff"] == pytest.approx(2.0) and shallow["hi"] == pytest.approx(2 + stats.Z * np.sqrt(2))
+    assert shallow["verdict"] == "inconclusive" and "(seed 42), seed spread of each side from baseline's 3" \
+        in shallow["test"]
+    assert rows["baseline-worse/all"]["verdict"] == "fails" and rows["baseline-worse/all"]["diff"] == \
+        pytest.approx(-3.0)
+    assert rows["baseline-better/top"]["diff"] == pytest.approx(0.0)

@@ -68,7 +68,9 @@ ABLATIONS_HEADER = """# Ablations, checked
 
 Computed by `twodmse report` from results/ alone (twodmse/claims.py, check_ablations). A folder <m>-<change> is a
 variant of method <m>; variant - <m> is tested as the claims are (paired bootstrap plus seed spread, 95%):
-**better** when the whole interval is above 0, **worse** when it is all below, **inconclusive** otherwise.
+**better** when the whole interval is above 0, **worse** when it is all below, **inconclusive** otherwise. A
+variant run at one seed is compared with <m>'s run at that seed, and the seed spread of <m>'s seeds is added for
+each side (one run's own seed spread cannot be measured).
 
 """
 

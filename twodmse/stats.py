@@ -132,14 +132,17 @@ def estimate(points, reps):
     return {"mean": mean, "lo": mean - Z * se, "hi": mean + Z * se, "seeds": len(points)}
 
 
-def difference(a_points, a_reps, b_points, b_reps):
+def difference(a_points, a_reps, b_points, b_reps, seed_variance=None):
     """A - B of one statistic (a cell, or a mean over cells): the difference of seed means, its 95% interval as in
-    estimate() with both sides' seed spread, and p_better, the paired bootstrap's share of resamples in which A's
-    seed mean beats B's (the replicates of both are on the same resampled pairs)."""
+    estimate() with both sides' seed spread (or `seed_variance`, that of the difference of seed means, when it
+    is known from elsewhere), and p_better, the paired bootstrap's share of resamples in which A's seed mean beats
+    B's (the replicates of both are on the same resampled pairs)."""
     a_points, b_points = np.asarray(a_points, float), np.asarray(b_points, float)
     boot = np.nanmean(a_reps, axis=0) - np.nanmean(b_reps, axis=0)
     diff = float(a_points.mean() - b_points.mean())
-    se = math.sqrt(np.nanvar(boot, ddof=1) + _seed_variance(a_points) + _seed_variance(b_points))
+    if seed_variance is None:
+        seed_variance = _seed_variance(a_points) + _seed_variance(b_points)
+    se = math.sqrt(np.nanvar(boot, ddof=1) + seed_variance)
     return {"diff": diff, "lo": diff - Z * se, "hi": diff + Z * se, "seeds_a": len(a_points),
             "seeds_b": len(b_points), "p_better": float(np.mean(boot[~np.isnan(boot)] > 0))}
 
