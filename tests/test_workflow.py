@@ -341,19 +341,20 @@ def test_ci_config_runs_end_to_end_then_figures_come_from_results_alone(tmp_path
 SWEEP_ARG = "sweep={lr: [1.0e-4, 1.0e-3]}"  # --config passes the values as text; the workflow reads them as YAML
 
 
-def test_study_config_is_the_default_study_plus_a_sweep_and_seeds():
+def test_study_config_is_the_default_run_plus_separate_a_sweep_and_seeds():
     cfg = load_config("study")
     assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4, 6.0e-4, 2.0e-3]}
     assert cfg.pop("sweep_seeds") == [42] and cfg.pop("seeds") == [42, 43, 44]
     default = load_config("default")
     default.pop("seeds")
+    assert cfg.pop("methods") == default.pop("methods") + ["separate"]
     assert cfg == default
     validate(load_config("study"))
 
 
 def test_default_recipe_uses_the_committed_sweep_picks():
     cfg = load_config("default")
-    trained = [m for m in cfg["methods"] if m != "untrained"]
+    trained = [m for m in load_config("study")["methods"] if m != "untrained"]
     for method in trained:
         selection = json.loads((REPO / "results/minilm" / method / "sweep/selection.json").read_text())
         assert cfg["method_settings"][method]["lr"] == selection["picked"]["values"]["lr"], method
