@@ -48,8 +48,9 @@ SPEED_CLAIM = {"id": "speed-layers", "source": "sentence-transformers Adaptive L
                "layers); the premise of 2DMSE's depth axis", "claim": "encoding with k of L layers is about L/k "
                "times faster (at least 0.8 L/k at every k)", "floor": 0.8}
 SPEED_COLUMNS = ["layers", "encode_speedup", "throughput_median", "throughput_iqr"]
-CELLS_TEXT = {"all": "every cell", "shallow": "every width of layers 1..L-1", "top": "(L, H)", "last-reduced": "layer L, widths below H",
-              "shallow-full": "full width, layers 1..L-1", "starbucks-diagonal": "Starbucks' diagonal"}
+CELLS_TEXT = {"all": "every cell", "shallow": "every width of layers 1..L-1", "top": "(L, H)",
+              "last-reduced": "layer L, widths below H", "shallow-full": "full width, layers 1..L-1",
+              "starbucks-diagonal": "Starbucks' diagonal"}
 
 
 def claim_cells(kind, layers, dims):
@@ -186,9 +187,9 @@ def check_ablations(per_seed, boots):
     for variant in methods:
         parent = parent_of(variant, methods)
         for kind in ABLATION_CELLS if parent else ():
-            rows.append(check({"id": f"{variant}/{kind}", "a": variant, "b": parent, "cells": kind, "margin": 0.0,
-                               "source": "", "claim": f"{variant} vs {parent}, {CELLS_TEXT[kind]}"}, per_seed, boots,
-                              pair_seeds=True))
+            claim = {"id": f"{variant}/{kind}", "a": variant, "b": parent, "cells": kind, "margin": 0.0,
+                     "source": "", "claim": f"{variant} vs {parent}, {CELLS_TEXT[kind]}"}
+            rows.append({**check(claim, per_seed, boots, pair_seeds=True), "kind": kind})
     return rows
 
 
@@ -196,7 +197,7 @@ def ablation_markdown(rows, title):
     lines = [f"## {title}", "", "| variant - method | cells | variant is | A - B [95% interval] |", "|---|---|---|---|"]
     for r in rows:
         number = f"{r['diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]" if "lo" in r else ""
-        lines.append(f"| {r['compared']} | {CELLS_TEXT[r['id'].rsplit('/', 1)[1]]} | "
+        lines.append(f"| {r['compared']} | {CELLS_TEXT[r['kind']]} | "
                      f"**{ABLATION_VERDICTS.get(r['verdict'], r['verdict'])}** | {number} |")
     lines += ["", "Tests:", ""] + [f"- `{r['id']}`: {r['test']}" for r in rows]
     return "\n".join(lines) + "\n"
