@@ -1,5 +1,6 @@
 """Computed verdicts (twodmse.claims) on synthetic results in which every outcome appears, through the report."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,20 @@ def test_ablations_against_their_parent_folder(tmp_path):
 def test_no_ablations_file_without_a_variant(results, tmp_path):
     report.make_report(results, tmp_path, published=None, formats=["png"])
     assert not (tmp_path / "ablations.md").exists()
+    assert not list(tmp_path.glob("gap_separate_*"))  # no separate run either
+
+
+def test_gap_to_separate_is_drawn_with_its_significance(tmp_path):
+    results = tmp_path / "results"
+    for method in ("baseline", "2dmse", "separate"):
+        write_run(results, method, 42)
+    grid = report.load_grids(results)
+    cells, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
+    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    gap = report.with_intervals(cells, per_seed, boots, "separate").set_index(["method", "layer", "dim"])
+    assert not gap.loc[("2dmse", 1, 384), "not_significant"] and gap.loc[("baseline", 1, 384), "not_significant"]
+    written, _ = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
+    assert {"gap_separate_minilm_avg.png", "gap_separate_minilm_stsb.png"} <= {Path(p).name for p in written}
 
 
 def test_a_one_seed_ablation_is_paired_with_its_parent_at_that_seed(tmp_path):

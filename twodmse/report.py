@@ -27,8 +27,8 @@ significant, claims.md (twodmse/claims.py: each published claim with its cells, 
 ablations.md (each variant folder <m>-<change> against method <m>, tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
-heatmap_*, curves_*, gain_*, pareto_*, published_*, sweep_* (PNG+PDF), summary_{avg,stsb}.{md,tex},
-claims.md, ablations.md and index.md (what was written and what was skipped, and why).
+heatmap_*, curves_*, gain_*, gap_separate_*, pareto_*, published_*, sweep_* (PNG+PDF),
+summary_{avg,stsb}.{md,tex}, claims.md, ablations.md and index.md (what was written and what was skipped, and why).
 """
 import re
 import sys
@@ -52,6 +52,7 @@ SPEED_COLUMNS = ["model", "layers", "dim", "device", "batch_size", "speedup"]
 STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list (numpy only, no torch)
 DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package data, found when installed too
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
+SEPARATE = "separate"  # one model per depth: every method's gap to it is drawn too
 
 
 CLAIMS_HEADER = """# Published claims, checked
@@ -352,6 +353,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             notes.append(f"{backbone}: {sorted(set(all_methods) - set(methods))} have no "
                          f"{view} rows and are left out of the '{view}' outputs")
         view_boots = view_bootstraps(boots, backbone, datasets) if view == "avg" else {}
+        plain = cells
         if view_boots:  # whiskers on curves, marks on gain cells; the 'stsb' view has no paired replicates
             cells = with_intervals(cells, per_seed, view_boots, baseline)
         if view == "avg":
@@ -363,6 +365,9 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
         written += save(fig_curves(cells, methods, colors, title), out, f"curves_{name}", formats)
         if baseline in methods and len(methods) > 1:
             written += save(fig_gain(cells, methods, baseline, title), out, f"gain_{name}", formats)
+        if SEPARATE in methods and len(methods) > 1:  # the gap of each method to one model per depth
+            gap = with_intervals(plain, per_seed, view_boots, SEPARATE) if view_boots else plain
+            written += save(fig_gain(gap, methods, SEPARATE, title), out, f"gap_separate_{name}", formats)
         tables[view] = summary_table(cells, per_seed, baseline).assign(backbone=backbone)
         tables[view].attrs["datasets"] = f"{backbone}: {', '.join(datasets)}"
         if view != primary:
@@ -465,8 +470,9 @@ def add_cli(subparsers):
                     "Spearman over the 7 STS test sets ('avg') and STS-B test alone ('stsb').",
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
                "curves_* (score per layer at several widths, 95% whiskers), gain_* (method minus baseline; "
-               "hatched: not significant), claims.md (published claims with computed verdicts), ablations.md "
-               "(a folder <m>-<change> against method <m>: better, worse or inconclusive), "
+               "hatched: not significant), gap_separate_* (the same against separate, one model per depth), "
+               "claims.md (published claims with computed verdicts), ablations.md (a folder <m>-<change> "
+               "against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
                "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
