@@ -147,12 +147,12 @@ def support(grad):
 # How wide a prefix of each layer (1..4) a step's gradient reaches, written out by hand for a 4 x 32 model
 # (training widths 32, 16, 8), so a wrong cells() cannot pass by agreeing with itself.
 EXPECTED_SUPPORT = {"baseline": [0, 0, 0, 32], "mrl": [0, 0, 0, 32], "full": [32, 32, 32, 32],
-                    "starbucks": [8, 0, 16, 32]}  # the diagonal (1, 8) (3, 16) (4, 32)
+                    "starbucks": [8, 0, 16, 32], "relational": [32, 32, 32, 32]}  # the diagonal (1, 8) (3, 16) (4, 32)
 
 
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("method,opts", [("baseline", {}), ("mrl", {}), ("full", {}),
-                                         ("starbucks", {}), ("starbucks", {"kl_weight": 0}),
+                                         ("starbucks", {}), ("starbucks", {"kl_weight": 0}), ("relational", {}),
                                          ("2dmse", {"kl_weight": 0}), ("2dmse", {})])
 def test_gradient_reaches_exactly_the_supervised_cells(method, opts, k):
     for step in (0, 1, 2):
@@ -256,6 +256,37 @@ def test_starbucks_loss_is_cells_plus_truncated_kl():
     want = want + 0.3 * sum(F.kl_div(F.log_softmax(e[n - 1, :, :d], -1), F.softmax(e[3, :, :d], -1),
                                      reduction="batchmean") for n, d in cells[:-1])
     torch.testing.assert_close(loss.detach(), want, rtol=1e-4, atol=1e-4)
+
+
+def ref_relational(e, dims, T=0.05):
+    """Mean over the cells below the top of KL(top's || cell's) softmax over j != i of cos(x_i, x_j) / T."""
+    def log_p(x):
+        n = len(x)
+        s = F.normalize(x, dim=-1) @ F.normalize(x, dim=-1).T / T
+        return F.log_softmax(s[~torch.eye(n, dtype=torch.bool)].view(n, n - 1), -1)
+    top = log_p(e[-1])
+    kls = [F.kl_div(log_p(e[n, :, :d]), top, log_target=True, reduction="batchmean")
+           for n in range(len(e)) for d in dims if (n, d) != (len(e) - 1, e.shape[-1])]
+    return sum(kls) / len(kls)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_relational_loss_is_full_plus_in_batch_similarity_distillation(k):
+    _, emb, plain, _ = run("full", k)
+    obj, _, loss, logs = run("relational", k, distill_weight=2.0)
+    assert obj.dims == [32, 16, 8]
+    want = plain.detach() + 2.0 * ref_relational(emb.detach(), obj.dims)
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logs["distill"], ref_relational(emb.detach(), obj.dims), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(run("relational", k, distill_weight=0)[2], plain)
+
+
+def test_relational_teacher_is_detached_by_default():
+    top = {detach: run("relational", detach_teacher=detach)[1].grad[3] for detach in (True, False)}
+    g_full = run("full")[1].grad[3]
+    # detached: the top layer's gradient beyond width 16 comes from its own cells only, as under full
+    torch.testing.assert_close(top[True][:, 16:], g_full[:, 16:])
+    assert not torch.allclose(top[False][:, 16:], g_full[:, 16:])
 
 
 def test_nan_guard():

@@ -65,7 +65,7 @@ def test_a_toy_method_is_planned_by_the_workflow(toy_env, tmp_path):
 
 def test_the_registry_lists_each_method_once_and_imports_it_lazily():
     names = methods.names()
-    assert names[:3] == ("baseline", "full", "separate") and len(set(names)) == len(names) == 7
+    assert names[:3] == ("baseline", "full", "separate") and len(set(names)) == len(names) == 8
     code = "import sys; from twodmse import methods; methods.names(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     for name in names:

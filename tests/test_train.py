@@ -145,6 +145,14 @@ def run_cli(cfg_path, out, kill_at=None):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file, tmp_path):
+    train.train(config(tiny_bert, pairs_file, method="relational", method_options={"distill_weight": 2.0}),
+                tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "loss.csv")
+    assert len(rows) == 4 and all(np.isfinite(float(r["distill"])) and float(r["distill"]) > 0 for r in rows)
+    assert (tmp_path / "out" / "model" / "model.safetensors").exists()
+
+
 @pytest.mark.parametrize("method", ["full", "2dmse"])
 def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method):
     # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.

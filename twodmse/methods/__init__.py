@@ -32,6 +32,7 @@ BUILTIN = {
     "mrl": "twodmse.methods.mrl",
     "2dmse": "twodmse.methods.tdmse",
     "starbucks": "twodmse.methods.starbucks",
+    "relational": "twodmse.methods.relational",
     "st-matryoshka2d": "twodmse.methods.st_matryoshka2d",
 }
 ENV = "TWODMSE_METHODS"
