@@ -145,6 +145,45 @@ def run_cli(cfg_path, out, kill_at=None):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_exit_heads_are_trained_saved_and_applied_at_every_exit_but_the_top(tiny_bert, pairs_file, tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    model_dir = train.train(config(tiny_bert, pairs_file, exit_heads=True), tmp_path / "run")
+    assert (model_dir / backbone.ExitHeads.FILE).is_file()
+    enc = backbone.load(str(model_dir))
+    assert sorted(enc.heads.maps) == ["1", "2"]  # layers 1..L-1 of the 3-layer model
+    assert not torch.equal(enc.heads.maps["1"].weight, torch.eye(32))  # trained away from the identity
+    f = enc.tokenize(SENTENCES)
+    with torch.no_grad():
+        mapped = enc(f["input_ids"], f["attention_mask"])
+        heads, enc.heads = enc.heads, None
+        plain = enc(f["input_ids"], f["attention_mask"])
+        for n in (1, 2):
+            torch.testing.assert_close(mapped[n - 1], heads.maps[str(n)](plain[n - 1]))
+    torch.testing.assert_close(mapped[2], plain[2])  # the top layer: no head
+    # a model cut to k layers ends in head k; sentence-transformers ignores the heads at full depth
+    np.testing.assert_allclose(inference.load_elastic(model_dir, layers=1).encode(SENTENCES), mapped[0].numpy(),
+                               atol=1e-5)
+    np.testing.assert_allclose(st.SentenceTransformer(str(model_dir), device="cpu").encode(SENTENCES),
+                               mapped[2].numpy(), atol=1e-5)
+
+
+def test_fresh_exit_heads_change_nothing_until_trained(tiny_bert, pairs_file, tmp_path):
+    cfg = config(tiny_bert, pairs_file, max_steps=1, lr=0.0, save_every=1)  # lr 0: weights stay as they are
+    plain = train.train(cfg, tmp_path / "plain")
+    with_heads = train.train({**cfg, "exit_heads": True}, tmp_path / "heads")
+    assert [r["loss"] for r in read_csv(tmp_path / "plain" / "loss.csv")] == \
+        [r["loss"] for r in read_csv(tmp_path / "heads" / "loss.csv")]  # same draws, same loss
+    a, b = backbone.load(str(plain)), backbone.load(str(with_heads))
+    f = a.tokenize(SENTENCES)
+    with torch.no_grad():
+        torch.testing.assert_close(a(f["input_ids"], f["attention_mask"]), b(f["input_ids"], f["attention_mask"]))
+
+
+def test_exit_heads_are_refused_for_a_method_that_trains_itself(tiny_bert, pairs_file):
+    with pytest.raises(train.ConfigError, match="'exit_heads' is for the grid methods; separate"):
+        train.validate(config(tiny_bert, pairs_file, method="separate", exit_heads=True))
+
+
 def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file, tmp_path):
     train.train(config(tiny_bert, pairs_file, method="relational", method_options={"distill_weight": 2.0}),
                 tmp_path / "out")
@@ -153,11 +192,13 @@ def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file,
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("method", ["full", "2dmse"])
+@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads"])
 def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method):
     # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.
     # 2dmse draws its (layer, width) per forward pass: the resumed run must draw the same ones.
-    cfg = config(tiny_bert, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method)
+    # +heads: the exit heads are in the checkpoint too.
+    method, heads = method.removesuffix("+heads"), method.endswith("+heads")
+    cfg = config(tiny_bert, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method, exit_heads=heads)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     train.train(cfg, tmp_path / "whole")
@@ -179,6 +220,10 @@ def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tm
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    if heads:
+        from safetensors.torch import load_file
+        a, b = (load_file(str(d / "model" / backbone.ExitHeads.FILE)) for d in (tmp_path / "whole", out))
+        assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
     assert json.loads((out / "train_info.json").read_text())["resumed_from_step"] == 3
     if method == "2dmse":  # the logged layer is the mean of a step's two draws: .5 where they differed
         assert [r["layer"] for r in rows] == [r["layer"] for r in whole_rows]

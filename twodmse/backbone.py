@@ -180,15 +180,63 @@ def truncate(model, k):
     return model
 
 
-class Encoder(nn.Module):
-    """A transformer whose forward returns pooled embeddings of every layer, [L, B, H]."""
+class ExitHeads(nn.Module):
+    """A linear map per exit below the top (layers 1..L-1), applied to that layer's pooled embedding wherever the
+    layer is read: Encoder's all-layers output, and the top of a model cut to k layers (load(layers=k)). They start
+    as the identity, so a model with fresh heads encodes exactly as without. The top layer has none: at full depth
+    the folder is a plain sentence-transformers model, and sentence-transformers ignores the heads file."""
 
-    def __init__(self, model, tokenizer, pooling="mean", max_length=128, path=None):
+    FILE = "exit_heads.safetensors"
+
+    def __init__(self, layers, hidden):
+        super().__init__()
+        # skip_init: no random draw, so a run with heads keeps the dropout masks of the run without
+        self.maps = nn.ModuleDict({str(n): nn.utils.skip_init(nn.Linear, hidden, hidden) for n in layers})
+        for m in self.maps.values():
+            nn.init.eye_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, emb):
+        """emb [k, B, H] of layers 1..k -> the same with each layer that has a head mapped by it."""
+        return torch.stack([self.map_layer(layer_number(i), x) for i, x in enumerate(emb.unbind(0))])
+
+    def map_layer(self, layer, x):
+        """x [B, H], the pooled embedding of 1-based `layer` -> through its head, if it has one."""
+        head = self.maps[str(layer)] if str(layer) in self.maps else None
+        return head(x) if head is not None else x
+
+    def save(self, folder):
+        from safetensors.torch import save_file
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, Path(folder) / self.FILE)
+
+    @classmethod
+    def load(cls, folder, hidden):
+        """The heads saved in a model folder, or None when it has none."""
+        from safetensors.torch import load_file
+        path = Path(folder) / cls.FILE
+        if not path.is_file():
+            return None
+        state = load_file(str(path))
+        heads = cls(sorted({int(k.split(".")[1]) for k in state}), hidden)
+        try:
+            heads.load_state_dict(state)
+        except RuntimeError as e:
+            raise UserError(f"{path}: not the exit heads of this model ({e}); delete it to use the model "
+                            "without heads") from None
+        return heads
+
+
+class Encoder(nn.Module):
+    """A transformer whose forward returns pooled embeddings of every layer, [L, B, H] (through its exit heads,
+    when it has them)."""
+
+    def __init__(self, model, tokenizer, pooling="mean", max_length=128, path=None, heads=None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling '{pooling}', choose from {POOLINGS}")
         self.model, self.tokenizer = model, tokenizer
         self.pooling, self.max_length, self.path = pooling, max_length, path
+        self.heads = heads
 
     @property
     def num_layers(self):
@@ -228,17 +276,21 @@ class Encoder(nn.Module):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         # pooled layer by layer: stacking the hidden states first would copy [L, B, T, H]. hidden_states[n] is the
         # output of block n, [0] the embedding layer, which is not a layer: index layer_index(n) holds layer n.
-        return torch.stack([pool(out.hidden_states[n], attention_mask, self.pooling)
-                            for n in all_layers(len(out.hidden_states) - 1)])
+        emb = torch.stack([pool(out.hidden_states[n], attention_mask, self.pooling)
+                           for n in all_layers(len(out.hidden_states) - 1)])
+        return emb if self.heads is None else self.heads(emb)
 
     def last_layer(self, input_ids, attention_mask, **extra):
-        """Pooled embedding of the top layer only: what a plain encoder would compute."""
+        """Pooled embedding of the top layer only (through its exit head, if it has one): what a plain encoder of
+        this depth would compute."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
-        return pool(out.last_hidden_state, attention_mask, self.pooling)
+        x = pool(out.last_hidden_state, attention_mask, self.pooling)
+        return x if self.heads is None else self.heads.map_layer(self.num_layers, x)
 
 
 def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, layers=None):
-    """Model id or path -> Encoder (eval mode). `layers=k` drops the layers above k.
+    """Model id or path -> Encoder (eval mode), with the folder's exit heads if it has them. `layers=k` drops the
+    layers above k.
 
     pooling and max_length default to what a sentence-transformers folder declares (else mean, 128)."""
     import transformers
@@ -257,7 +309,8 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
         raise UserError(f"model folder {path}: cannot load its weights ({e}). Fix: {FOLDER_FIX}") from None
     if layers is not None:
         truncate(model, layers)
-    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length, path)
+    heads = ExitHeads.load(path, config.hidden_size)
+    enc = Encoder(model, tokenizer, pooling or default_pooling(path), max_length, path, heads)
     if device:
         enc.to(device)
     return enc.eval()

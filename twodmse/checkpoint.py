@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import backbone, distributed, util
-from .train_config import ConfigError
+from .train_config import ConfigError, changed_keys
 
 
 def paths(out, tag=""):
@@ -66,8 +66,8 @@ def resume(files, cfg, enc, opt, sched):
     state, where = load(files["ckpt"])
     if state is None:
         return 0, 0, 0.0, None
-    if state["config"] != cfg:
-        changed = sorted(k for k in cfg if state["config"].get(k) != cfg[k])
+    changed = changed_keys(state["config"], cfg)
+    if changed:
         raise ConfigError(f"{where} was made with a different config (changed: {', '.join(changed)}). "
                           f"Rerun with the same config, or start over with --no-resume or another --out.")
     rank, size, _ = distributed.world()
@@ -75,6 +75,8 @@ def resume(files, cfg, enc, opt, sched):
         raise ConfigError(f"{where} was written by {len(state['rng'])} training process(es); resume it with as "
                           f"many (now {size}), or start over with --no-resume or another --out.")
     enc.model.load_state_dict(state["model"])
+    if state.get("heads") is not None:
+        enc.heads.load_state_dict(state["heads"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"][rank])
@@ -87,7 +89,7 @@ def done(files, cfg):
     if not files["info"].exists():
         return None
     info = json.loads(files["info"].read_text())
-    if info.get("config") != json.loads(json.dumps(cfg, default=str)):
+    if changed_keys(info.get("config", {}), json.loads(json.dumps(cfg, default=str))):
         raise ConfigError(f"{files['info']} is a finished run with a different config; "
                           f"use --no-resume to retrain or choose another --out")
     return info

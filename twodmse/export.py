@@ -7,14 +7,17 @@ from pathlib import Path
 from . import util
 
 
-def save_sentence_transformer(model, tokenizer, pooling, max_length, path):
-    """Write the model folder at path (swapped in whole: a kill never leaves half a model); returns path."""
-    return util.atomic_write(path, lambda tmp: _write(model, tokenizer, pooling, max_length, Path(tmp)),
+def save_sentence_transformer(model, tokenizer, pooling, max_length, path, heads=None):
+    """Write the model folder at path (swapped in whole: a kill never leaves half a model), with the exit heads'
+    file when there are heads (backbone.ExitHeads; sentence-transformers ignores it); returns path."""
+    return util.atomic_write(path, lambda tmp: _write(model, tokenizer, pooling, max_length, Path(tmp), heads),
                              folder=True)
 
 
-def _write(model, tokenizer, pooling, max_length, folder):
+def _write(model, tokenizer, pooling, max_length, folder, heads=None):
     model.save_pretrained(folder)
+    if heads is not None:
+        heads.save(folder)
     tokenizer.save_pretrained(folder)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]

@@ -234,7 +234,8 @@ def _save(files, enc, opt, sched, cfg, step, offset, wall_time):
     rng = distributed.gather(checkpoint.rng_state())
     if distributed.is_main():
         checkpoint.save(files["ckpt"], {
-            "model": enc.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "model": enc.model.state_dict(), "heads": enc.heads.state_dict() if enc.heads is not None else None,
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "rng": rng, "step": step, "csv_offset": offset, "config": cfg, "wall_time_s": wall_time})
     distributed.barrier()
 
@@ -253,7 +254,8 @@ def finish(enc, cfg, files, summary, **extra):
     """Save the model, then train_info.json (last: it marks the run finished); drop the checkpoint."""
     info = util.provenance(cfg, **summary, model_dir=str(files["model"]), **extra)
     if distributed.is_main():
-        save_sentence_transformer(enc.model, enc.tokenizer, enc.pooling, enc.max_length, files["model"])
+        save_sentence_transformer(enc.model, enc.tokenizer, enc.pooling, enc.max_length, files["model"],
+                                  enc.heads)
         util.write_json(files["info"], info)
         shutil.rmtree(files["ckpt"], ignore_errors=True)
     distributed.barrier()
@@ -276,6 +278,8 @@ def run_one(cfg, files, method, layers=None, resume=True):
     random.seed(cfg["seed"] + rank)
     enc = backbone.load(cfg["model"], pooling=cfg["pooling"], max_length=cfg["max_length"], device=device,
                         layers=layers)
+    if cfg["exit_heads"] and enc.heads is None:
+        enc.heads = backbone.ExitHeads(range(1, enc.num_layers), enc.hidden_size).to(enc.device)
     try:  # method_options and loss are checked against the model's size here, before any step
         objective = methods.build(method, enc.num_layers, enc.hidden_size, cfg["loss"], cfg["seed"],
                                   **cfg["method_options"])

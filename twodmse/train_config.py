@@ -28,6 +28,9 @@ CONFIG = {
                                  "train through"),
     "max_grad_norm": (1.0, float, "clip the gradient norm to this, null = no clipping; the default is the Hugging "
                                   "Face Trainer's (TrainingArguments), as for weight_decay"),
+    "exit_heads": (False, bool, "train a linear head per exit below the top layer (the identity at first) with the "
+                                "model; saved as exit_heads.safetensors in its folder and applied by twodmse.load "
+                                "and the evaluator (backbone.ExitHeads); grid methods only"),
     "seed": (42, int, "seeds dropout, the shuffle and the objective's sampling"),
     "save_every": (100, int, "checkpoint every N optimizer steps"),
     "bf16": (None, bool, "bf16 autocast; null = on when CUDA; never used on CPU"),
@@ -81,10 +84,19 @@ def validate(cfg, source="config"):
     if unknown:
         raise ConfigError(f"{source}: method {out['method']} has no option(s) {sorted(unknown)} in 'method_options'; "
                           f"it takes {sorted(allowed)}")
+    if out["exit_heads"] and methods.trains_itself(out["method"]):
+        raise ConfigError(f"{source}: 'exit_heads' is for the grid methods; {out['method']} trains its own way")
     check = getattr(methods.get(out["method"]), "check_config", None)
     if check:
         check(out, source)
     return out
+
+
+def changed_keys(saved, cfg):
+    """The keys whose value differs between a config saved by an earlier run and cfg (both validated; a key the
+    saved one lacks was added to twodmse since, and counts at its default)."""
+    saved = {**{k: default for k, (default, _, _) in CONFIG.items()}, **saved}
+    return sorted(k for k in set(saved) | set(cfg) if saved.get(k) != cfg.get(k))
 
 
 def load_config(path):

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from .. import backbone, checkpoint, distributed, util
-from ..train_config import ConfigError
+from ..train_config import ConfigError, changed_keys
 from .baseline import Method as Baseline
 
 OPTIONS = {**Baseline.OPTIONS, "top_model": None}
@@ -51,8 +51,8 @@ def _reuse_top(cfg, top, files):
         raise ConfigError(f"method_options.top_model: {info_path} not found; train that baseline run first")
     info = json.loads(info_path.read_text())
     want = json.loads(json.dumps({**cfg, "method": "baseline"}, default=str))
-    if info.get("config") != want:
-        changed = sorted(k for k in want if info.get("config", {}).get(k) != want[k])
+    changed = changed_keys(info.get("config", {}), want)
+    if changed:
         raise ConfigError(f"method_options.top_model: {top} was trained with other settings (differs in: "
                           f"{', '.join(changed)}); only the same baseline run can stand in for the top depth")
     info = {**info, "model_dir": str(files["model"]), "copied_from": str(top)}
