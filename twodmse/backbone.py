@@ -202,8 +202,7 @@ class ExitHeads(nn.Module):
 
     def map_layer(self, layer, x):
         """x [B, H], the pooled embedding of 1-based `layer` -> through its head, if it has one."""
-        head = self.maps[str(layer)] if str(layer) in self.maps else None
-        return head(x) if head is not None else x
+        return self.maps[str(layer)](x) if str(layer) in self.maps else x
 
     def save(self, folder):
         from safetensors.torch import save_file

@@ -128,13 +128,17 @@ def to_device(t, device):
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def active(W):
+    """The rows (layers) and columns (widths) of W [L, D] that hold a nonzero weight, as lists (read on the host)."""
+    return W.abs().sum(1).nonzero().flatten().tolist(), W.abs().sum(0).nonzero().flatten().tolist()
+
+
 def grid_loss(emb, k, labels, W, dims, cfg):
     """sum(W * cell_loss) over the grid. emb [L, kB, H]; W [L, len(dims)] host tensor (0 = not supervised).
 
     Only layers and widths with a nonzero weight are computed; they are found from W on the host, so
     nothing waits on the device. Returns (loss, cell losses [L', D'] of the active rows/columns)."""
-    rows = W.abs().sum(1).nonzero().flatten().tolist()
-    cols = W.abs().sum(0).nonzero().flatten().tolist()
+    rows, cols = active(W)
     if not rows:
         raise ValueError("the weight matrix W supervises no cell")
     x = torch.stack([emb[i] for i in rows]).float()  # views, no index tensor to copy to the device

@@ -35,8 +35,7 @@ class Method(full.Method):
             return None, {}
         W = self.cells(step)
         W[self.row(self.L), self.col[self.H]] = 0  # the teacher
-        rows = W.abs().sum(1).nonzero().flatten().tolist()
-        cols = W.abs().sum(0).nonzero().flatten().tolist()
+        rows, cols = losses.active(W)
         x = torch.stack([emb[i] for i in rows]).float()
         widths = losses.to_device(torch.tensor([self.dims[j] for j in cols]), emb.device)
         student = self.log_p(x, widths)                                                     # [C, D, N, N]
