@@ -11,9 +11,19 @@ the same folder (skipped when sentence-transformers is missing). Goal: full / ba
 Then one epoch (of the first --epoch-pairs STS-B train pairs; 0 = all 5,749) of our baseline
 (`twodmse.train.train`: load, train, save; with the default length_chunks and with 1) against sentence-transformers' own SentenceTransformerTrainer with
 CoSENTLoss on the same data, batch size, lr and warmup (load, train, save). Goal: ours / ST <= 1.0.
+
+With --config (a workflow config), the methods timed are that config's trained methods, each named as its results
+folder and built with its method_settings (method, exit_heads, method_options) and the config's loss; `separate`
+takes one step of each of its per-depth models (depth k cut to k layers), as it trains all of them. Every method
+trains for the same number of steps, so step time relative to baseline is training cost relative to baseline.
+--csv writes the medians and quartiles there, with provenance beside it (.json); the report draws them:
+
+    python benchmarks/train_step.py --config configs/study.yaml --threads 2 --epoch-pairs -1 --no-st \
+        --csv results/minilm/speed/train_step.csv
 """
 import argparse
 import copy
+import csv
 import functools
 import statistics
 import tempfile
@@ -21,8 +31,9 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from twodmse import backbone, cells, data, methods, train
+from twodmse import backbone, cells, data, methods, train, util
 
 METHODS = [m for m in methods.names() if not methods.trains_itself(m)]  # every method of our training loop
 
@@ -36,9 +47,24 @@ def random_bert_base(folder, tokenizer_from):
     return folder
 
 
-def ours(method, enc, batch, lr):
+def configured(path):
+    """{results folder name: (method, exit_heads, method_options)} of every trained method of a workflow config,
+    and the config's train loss."""
+    cfg = yaml.safe_load(Path(path).read_text())
+    settings = cfg.get("method_settings") or {}
+    named = {}
+    for name in cfg["methods"]:
+        s = settings.get(name) or {}
+        if name != "untrained":  # the backbone scored as is: nothing to train
+            named[name] = (s.get("method", name), bool(s.get("exit_heads", False)), s.get("method_options") or {})
+    return named, (cfg.get("train") or {}).get("loss")
+
+
+def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None):
     enc = copy.deepcopy(enc).train()
-    objective = methods.build(method, enc.num_layers, enc.hidden_size)
+    if exit_heads:  # as twodmse.train adds them
+        enc.heads = backbone.ExitHeads(range(1, enc.num_layers), enc.hidden_size).to(enc.device)
+    objective = methods.build(method, enc.num_layers, enc.hidden_size, loss, **(options or {}))
     opt = torch.optim.AdamW(enc.parameters(), lr=lr)
 
     def step(i):
@@ -47,6 +73,48 @@ def ours(method, enc, batch, lr):
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step
+
+
+def separate(enc, batch, lr, loss=None, options=None):
+    """One step of separate: a baseline step of each depth's own model, depth k cut to its first k layers."""
+    steps = []
+    for k in range(1, enc.num_layers + 1):
+        depth = copy.deepcopy(enc)
+        backbone.truncate(depth.model, k)
+        steps.append(ours("baseline", depth, batch, lr, loss=loss, options=options))
+
+    def step(i):
+        for s in steps:
+            s(i)
+    return step
+
+
+def method_steps(named, enc, batch, lr, loss):
+    """{name: step} for {name: (method, exit_heads, method_options)}; sentence-transformers' method is left to
+    st_matryoshka2d."""
+    steps = {}
+    for name, (method, heads, options) in named.items():
+        if method == "separate":
+            steps[name] = separate(enc, batch, lr, loss, options)
+        elif not methods.trains_itself(method):
+            steps[name] = ours(method, enc, batch, lr, heads, loss, options)
+    return steps
+
+
+def write_csv(path, times, args):
+    """Median and quartiles of each method's step time, and its ratio to baseline's median; provenance beside."""
+    q = {m: statistics.quantiles(t, n=4) for m, t in times.items()}
+    base = q["baseline"][1]
+    rows = [{"method": m, "ms_median": q[m][1] * 1e3, "ms_q1": q[m][0] * 1e3, "ms_q3": q[m][2] * 1e3,
+             "repeats": len(times[m]), "relative_to_baseline": q[m][1] / base} for m in times]
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    util.atomic_write(Path(path), write)
+    util.write_json(Path(path).with_suffix(".json"), util.provenance(vars(args), threads=torch.get_num_threads()))
 
 
 def st_matryoshka2d(folder, pairs, device, lr):
@@ -118,6 +186,10 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bert-base", action="store_true", help="random-init BERT-base shape (12 x 768), bf16 autocast")
     ap.add_argument("--no-st", action="store_true", help="skip sentence-transformers' Matryoshka2dLoss")
+    ap.add_argument("--config", default=None,
+                    help="time the trained methods of this workflow config (configs/study.yaml), named as their "
+                         "results folders, instead of every registered method")
+    ap.add_argument("--csv", default=None, help="write each method's step time and ratio to baseline here")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--epoch-pairs", type=int, default=0,
                     help="pairs in the one-epoch comparison with sentence-transformers' trainer (0 = all; "
@@ -135,7 +207,10 @@ def main():
     feats = enc.tokenize(list(pairs.s1) + list(pairs.s2)).to(device)
     batch = {"input_ids": feats["input_ids"], "attention_mask": feats["attention_mask"],
              "labels": torch.tensor(pairs.scores, dtype=torch.float32, device=device), "k": 2}
-    steps = {m: ours(m, enc, batch, 2e-5) for m in METHODS}
+    named, loss = configured(args.config) if args.config else ({m: (m, False, {}) for m in METHODS}, None)
+    if "baseline" not in named:
+        ap.error(f"{args.config}: times are relative to baseline; add baseline to its methods")
+    steps = method_steps(named, enc, batch, 2e-5, loss)
     if not args.no_st and (st := st_matryoshka2d(folder, pairs, device, 2e-5)) is not None:
         steps["st-matryoshka2d"] = st
     del enc
@@ -154,6 +229,9 @@ def main():
     for m in names:
         print(f"{m:>16}: median {med[m] * 1e3:8.1f} ms/step  (min {min(times[m]) * 1e3:.1f}, "
               f"max {max(times[m]) * 1e3:.1f}, n={len(times[m])})")
+    if args.csv:
+        write_csv(args.csv, times, args)
+        print(f"wrote {args.csv}")
     epoch = {}
     if args.epoch_pairs >= 0 and not args.no_st and not args.bert_base:
         batch_size = len(pairs)

@@ -1,4 +1,5 @@
 """Computed verdicts (twodmse.claims) on synthetic results in which every outcome appears, through the report."""
+import json
 import re
 from pathlib import Path
 
@@ -22,6 +23,10 @@ def effect(method, layer, dim):
         return 2.0 if layer < 6 else 0.0
     if method.endswith("-worse"):
         return -3.0
+    if method == "close":  # elastic methods against separate (0): +1 everywhere
+        return 1.0
+    if method == "far":  # +2 everywhere but 3 points short at (1, 384)
+        return -3.0 if (layer, dim) == (1, 384) else 2.0
     return 0.0
 
 
@@ -67,8 +72,9 @@ def test_every_outcome_through_the_report(results, tmp_path):
     report.make_report(results, tmp_path, published=None, formats=["png"])
     got = verdicts((tmp_path / "claims.md").read_text())
     want = {"2dmse-shallow": "holds", "2dmse-top": "fails", "2dmse-top-separate": "not run", "2dmse-vs-mrl": "inconclusive",
-            "separate-vs-2dmse": "not run", "starbucks-diagonal": "not checked", "speed-layers": "holds"}
-    assert got == {c["claim"]: want[c["id"]] for c in claims.CLAIMS + [claims.SPEED_CLAIM]}
+            "separate-vs-2dmse": "not run", "starbucks-diagonal": "not checked", "speed-layers": "holds",
+            "elastic-every-cell": "not run"}  # no sweep to pick the best elastic method, no separate
+    assert got == {c["claim"]: want[c["id"]] for c in claims.CLAIMS + [claims.SPEED_CLAIM, claims.ELASTIC_CLAIM]}
 
 
 def test_numbers_and_test_text(results):
@@ -162,3 +168,52 @@ def test_a_one_seed_ablation_is_paired_with_its_parent_at_that_seed(tmp_path):
     assert rows["baseline-worse/all"]["verdict"] == "fails" and rows["baseline-worse/all"]["diff"] == \
         pytest.approx(-3.0)
     assert rows["baseline-better/top"]["diff"] == pytest.approx(0.0)
+
+
+def write_selection(results, method, dev_grid_mean):
+    """A sweep of one candidate, picked, with this STS-B dev grid mean."""
+    folder = results / "minilm" / method / "sweep"
+    folder.mkdir(parents=True)
+    pick = {"candidate": "lr=1e-4", "dev_grid_mean": dev_grid_mean, "values": {"lr": 1e-4}}
+    (folder / "selection.json").write_text(json.dumps({"candidates": [pick], "picked": pick}))
+
+
+@pytest.mark.parametrize("dev_pick, verdict, worst", [("far", "fails", -3.0), ("close", "holds", 1.0)])
+def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_path, dev_pick, verdict, worst):
+    results = tmp_path / "results"
+    for method in ("separate", "close", "far"):
+        for seed in SEEDS:
+            write_run(results, method, seed)
+        write_selection(results, method, {dev_pick: 80.0, "separate": 90.0}.get(method, 70.0))  # not separate
+    written, _ = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
+    assert "depth_minilm_avg.png" in {Path(p).name for p in written}
+    text = (tmp_path / "fig" / "claims.md").read_text()
+    claim = f"{claims.ELASTIC_CLAIM['claim']}: {dev_pick}, the highest STS-B dev grid mean of the swept methods"
+    assert verdicts(text)[claim] == verdict
+    grid = report.load_grids(results)
+    _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
+    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    row = claims.check_elastic(per_seed, boots, report.load_sweeps(results))
+    # the worst cell's difference; its interval: the seed spread alone (shared bootstrap noise), as in
+    # test_numbers_and_test_text
+    assert row["diff"] == pytest.approx(worst) and row["hi"] == pytest.approx(worst + stats.Z * np.sqrt(2 / 3))
+    assert row["counts"] == ("41 / 0 / 1" if dev_pick == "far" else "42 / 0 / 0")  # hold / inconclusive / fail
+    # every method against separate, picked or not
+    table = re.findall(r"^\| (\S+) - separate \| \*\*(.+?)\*\* \| (\(\d,\d+\)) ([-+.\d]+)", text, re.M)
+    assert [t[:2] for t in table] == [("close", "holds"), ("far", "fails")]
+    assert table[0][3] == "+1.00" and table[1][2:] == ("(1,384)", "-3.00")
+
+
+def test_depth_figure_draws_the_training_cost_and_names_a_bad_cost_file(tmp_path):
+    results = tmp_path / "results"
+    for method in ("baseline", "separate"):
+        write_run(results, method, 42)
+    cost = results / "minilm" / report.TRAIN_COST
+    cost.parent.mkdir(parents=True)
+    cost.write_text("method,ms_median,ms_q1,ms_q3,relative_to_baseline\nbaseline,100,90,110,1.0\n"
+                    "separate,350,340,360,3.5\n")
+    written, notes = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
+    assert "depth_minilm_avg.png" in {Path(p).name for p in written} and not any("train_step" in n for n in notes)
+    cost.write_text("method,ms\nbaseline,100\n")
+    with pytest.raises(report.ReportError, match=r"train_step.csv: missing column.*rerun benchmarks/train_step.py"):
+        report.make_report(results, tmp_path / "fig", published=None, formats=["png"])

@@ -2,9 +2,11 @@
 
 No assertion here depends on how fast anything runs.
 """
+import argparse
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ import transformers
 from twodmse import backbone, cells, cli, speed, util
 
 LAYERS, HIDDEN = 3, 32
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +143,35 @@ def test_cli_rejects_bad_layer_list(capsys):
     with pytest.raises(SystemExit):
         cli.main(["speed", "--out", "x", "--layers", "1,two"])
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def load_train_step():
+    """benchmarks/train_step.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_step", REPO / "benchmarks" / "train_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_step_benchmark_times_each_configured_method_as_its_results_folder(tiny_bert, tmp_path):
+    bench = load_train_step()
+    named, loss = bench.configured(REPO / "configs" / "study.yaml")
+    assert "untrained" not in named and named["separate"] == ("separate", False, {})
+    assert named["full-heads"] == ("full", True, {}) and named["relational"] == ("relational", False, {})
+    assert loss == {"cosine_w": 1.0, "ibn_w": 0.0, "angle_w": 0.0, "cosine_tau": 20.0}
+    enc = backbone.load(tiny_bert)
+    feats = enc.tokenize(["a cat sat", "a dog ran", "the cat", "a dog"])
+    batch = {"input_ids": feats["input_ids"], "attention_mask": feats["attention_mask"],
+             "labels": torch.tensor([1.0, 3.0]), "k": 2}
+    steps = bench.method_steps({m: named[m] for m in ("baseline", "separate", "full-heads")}, enc, batch, 1e-3, loss)
+    before = {n: p.clone() for n, p in enc.model.named_parameters()}
+    for step in steps.values():
+        step(0)
+    # each method trains its own copies: the encoder handed in is unchanged
+    assert all(torch.equal(p, before[n]) for n, p in enc.model.named_parameters())
+    times = {"baseline": [0.1, 0.1, 0.1], "separate": [0.3, 0.35, 0.4]}
+    bench.write_csv(tmp_path / "train_step.csv", times, argparse.Namespace(config="x"))
+    rows = pd.read_csv(tmp_path / "train_step.csv").set_index("method")
+    assert rows.relative_to_baseline.to_dict() == pytest.approx({"baseline": 1.0, "separate": 3.5})
+    assert json.loads((tmp_path / "train_step.json").read_text())["config"] == {"config": "x"}

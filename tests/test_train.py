@@ -184,6 +184,25 @@ def test_exit_heads_are_refused_for_a_method_that_trains_itself(tiny_bert, pairs
         train.validate(config(tiny_bert, pairs_file, method="separate", exit_heads=True))
 
 
+def test_layer_lr_decay_scales_each_layers_first_step_and_one_lr_keeps_two_groups(tiny_bert, pairs_file, tmp_path):
+    # Adam's first step moves every weight by about lr (g / |g|): its largest move is its group's lr
+    cfg = config(tiny_bert, pairs_file, max_steps=1, warmup_ratio=0.0, lr=1e-3, layer_lr_decay=0.5)
+    start = safetensors_weights(tiny_bert)
+    moved = safetensors_weights(train.train(cfg, tmp_path / "run"))
+    rows = read_csv(tmp_path / "run" / "loss.csv")
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3)  # the peak lr is logged
+    largest = {}
+    for name, w in moved.items():
+        group = next((f"layer{n + 1}" for n in range(3) if f"layer.{n}." in name), "embeddings")
+        largest[group] = max(largest.get(group, 0.0), (w - start[name]).abs().max().item())
+    # the 3-layer model: layer 3 at lr, layer 2 at lr / 2, layer 1 at lr / 4, the embeddings at lr / 8
+    assert largest == pytest.approx({"layer3": 1e-3, "layer2": 5e-4, "layer1": 2.5e-4, "embeddings": 1.25e-4},
+                                    rel=0.05)
+    enc = backbone.load(str(tiny_bert))
+    opt = train._optimizer(enc, train.validate(config(tiny_bert, pairs_file)))
+    assert len(opt.param_groups) == 2  # as before the key existed: earlier checkpoints resume
+
+
 def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file, tmp_path):
     train.train(config(tiny_bert, pairs_file, method="relational", method_options={"distill_weight": 2.0}),
                 tmp_path / "out")

@@ -44,6 +44,11 @@ CLAIMS = [
      "source": f"{STARBUCKS} (BERT-SRL: the Starbucks loss without its SMAE pre-training, as our starbucks)",
      "claim": "Starbucks' diagonal beats 2DMSE on the diagonal"},
 ]
+# Issue 13's goal, a claim of this suite: one set of weights within 1.0 of separate's per-depth models in every cell.
+# A is picked on dev data only (best_elastic); every cell is tested on its own (check_every_cell).
+ELASTIC_CLAIM = {"id": "elastic-every-cell", "b": "separate", "cells": "all", "margin": -1.0,
+                 "source": f"this suite (issue 13): the gap of {IELAB} and of {STARBUCKS} (BERT-Separate)",
+                 "claim": "our best elastic method matches separately trained models in every cell (within 1.0)"}
 SPEED_CLAIM = {"id": "speed-layers", "source": "sentence-transformers Adaptive Layer docs (about 2x at half the "
                "layers); the premise of 2DMSE's depth axis", "claim": "encoding with k of L layers is about L/k "
                "times faster (at least 0.8 L/k at every k)", "floor": 0.8}
@@ -83,10 +88,10 @@ def seed_values(method, cells, per_seed, boots):
     return (np.array(points), np.array(reps)) if points else None
 
 
-def check(claim, per_seed, boots, pair_seeds=False):
+def check(claim, per_seed, boots, pair_seeds=False, cells=None):
     """One claim's row: its cells, A - B with its interval and the verdict (or why it could not be checked).
 
-    pair_seeds (ablations): when A has one seed, B is taken at that seed only (same initialisation and data order),
+    cells: these (layer, dim) cells instead of the claim's kind of cells. pair_seeds (ablations): when A has one seed, B is taken at that seed only (same initialisation and data order),
     and each side's seed spread is B's, measured over all of B's seeds (A's cannot be measured)."""
     a, b = claim["a"], claim["b"]
     row = {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "compared": f"{a} - {b}",
@@ -96,7 +101,7 @@ def check(claim, per_seed, boots, pair_seeds=False):
     if missing:
         return {**row, "verdict": "not run", "test": f"no results for {', '.join(missing)}"}
     both = per_seed[per_seed.method.isin([a, b])]
-    cells = claim_cells(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    cells = cells or claim_cells(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
     row["cells"] = f"{CELLS_TEXT[claim['cells']]}, " + (" ".join(f"({n},{d})" for n, d in cells)
                                                         if len(cells) <= 8 else f"{len(cells)} cells")
     a_seeds = set(per_seed.seed[per_seed.method == a])
@@ -120,6 +125,70 @@ def check(claim, per_seed, boots, pair_seeds=False):
             "test": f"mean over {len(cells)} cell(s) of {a} - {b} = {d['diff']:+.2f}, 95% interval "
                     f"[{d['lo']:+.2f}, {d['hi']:+.2f}] against margin {claim['margin']:+.1f} ({seeds}; paired "
                     f"bootstrap P({a} better) = {d['p_better']:.3f})"}
+
+
+def best_elastic(sweeps):
+    """The swept method (but separate: not one set of weights) with the highest STS-B dev grid mean at its pick,
+    from the rows of report.load_sweeps for one backbone; chosen on dev data, never on test. None without any."""
+    picks = sweeps[sweeps.picked & (sweeps.method != ELASTIC_CLAIM["b"])] if sweeps is not None else []
+    return None if len(picks) == 0 else picks.loc[picks.dev_grid_mean.idxmax(), "method"]
+
+
+def check_every_cell(claim, per_seed, boots):
+    """A claim on every cell at once, each cell tested on its own: holds when every cell holds, fails when any cell
+    fails, inconclusive otherwise (holding needs all of them, so no correction for the number of cells is due);
+    its number is the worst cell's (lowest A - B)."""
+    whole = check(claim, per_seed, boots)  # the mean over all cells: the row, or why it cannot be checked
+    if "lo" not in whole:
+        return whole
+    both = per_seed[per_seed.method.isin([claim["a"], claim["b"]])]
+    cells = claim_cells(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    rows = {c: check(claim, per_seed, boots, cells=[c]) for c in cells}
+    verdicts = [r["verdict"] for r in rows.values()]
+    verdict = "fails" if "fails" in verdicts else "holds" if set(verdicts) == {"holds"} else "inconclusive"
+    (n, d), worst = min(rows.items(), key=lambda item: item[1]["diff"])
+    counts = " / ".join(str(verdicts.count(v)) for v in ("holds", "inconclusive", "fails"))
+    return {**whole, **{k: worst[k] for k in ("diff", "lo", "hi", "p_better")}, "verdict": verdict,
+            "cells": f"every cell, {len(cells)} cells, each tested alone", "worst_cell": (n, d), "counts": counts,
+            "mean": f"{whole['diff']:+.2f} [{whole['lo']:+.2f}, {whole['hi']:+.2f}]",
+            "test": f"cells holding / inconclusive / failing: {counts}, against margin {claim['margin']:+.1f}; "
+                    f"worst cell ({n},{d}): {worst['test']}; mean over all cells {whole['diff']:+.2f} [{whole['lo']:+.2f}, {whole['hi']:+.2f}]"}
+
+
+def check_elastic(per_seed, boots, sweeps):
+    """ELASTIC_CLAIM with A = best_elastic(sweeps)."""
+    best = best_elastic(sweeps)
+    if best is None:
+        return {"id": ELASTIC_CLAIM["id"], "claim": ELASTIC_CLAIM["claim"], "source": ELASTIC_CLAIM["source"],
+                "compared": f"best elastic - {ELASTIC_CLAIM['b']}", "margin": ELASTIC_CLAIM["margin"],
+                "verdict": "not run", "test": "no sweep selection (selection.json) to pick the best elastic method "
+                                             "on dev data; run configs/study.yaml"}
+    claim = {**ELASTIC_CLAIM, "a": best, "claim": f"{ELASTIC_CLAIM['claim']}: {best}, the highest STS-B dev grid "
+                                                  "mean of the swept methods"}
+    return check_every_cell(claim, per_seed, boots)
+
+
+def check_each_against_separate(per_seed, boots, methods):
+    """ELASTIC_CLAIM's test for each of methods (but separate itself), the best or not."""
+    b = ELASTIC_CLAIM["b"]
+    if b not in set(per_seed.method):
+        return []
+    return [check_every_cell({**ELASTIC_CLAIM, "id": f"{a}-every-cell", "a": a, "claim": f"{a} vs {b}"},
+                             per_seed, boots) for a in methods if a != b]
+
+
+def separate_markdown(rows, title):
+    """check_each_against_separate's rows: how far each method is from one model per depth."""
+    lines = [f"## {title}", "", "| method - separate | within 1.0 in every cell | worst cell [95%] | "
+             "mean over cells [95%] | cells: holds / inconclusive / fails |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "lo" not in r:
+            lines.append(f"| {r['compared']} | **{r['verdict']}** | {r['test']} | | |")
+            continue
+        (n, d) = r["worst_cell"]
+        lines.append(f"| {r['compared']} | **{r['verdict']}** | ({n},{d}) {r['diff']:+.2f} [{r['lo']:+.2f}, "
+                     f"{r['hi']:+.2f}] | {r['mean']} | {r['counts']} |")
+    return "\n".join(lines) + "\n"
 
 
 def check_speed(speed, num_layers):
@@ -150,8 +219,8 @@ def check_speed(speed, num_layers):
             "test": "worst k decides, ratio interval from the repeats' IQR: " + "; ".join(parts)}
 
 
-def check_all(per_seed, boots, speed=None, num_layers=None):
-    rows = [check(c, per_seed, boots) for c in CLAIMS]
+def check_all(per_seed, boots, speed=None, num_layers=None, sweeps=None):
+    rows = [check(c, per_seed, boots) for c in CLAIMS] + [check_elastic(per_seed, boots, sweeps)]
     if speed is not None:
         rows.append(check_speed(speed, num_layers or int(per_seed.layer.max())))
     return rows

@@ -1,8 +1,8 @@
 """The figures and tables of `twodmse report`, one function each: frames in, files out, nothing read from disk.
 
 heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus
-baseline), pareto (speedup vs quality), sweep (dev grid mean per swept value), published (ours next to published numbers by fraction of depth and
-width). `save` writes each figure atomically in every requested format; summary_table and write_tables give
+baseline), depth (score per depth at full width, beside training cost), pareto (speedup vs quality), sweep (dev
+grid mean per swept value), published (ours next to published numbers by fraction of depth and width). `save` writes each figure atomically in every requested format; summary_table and write_tables give
 summary_{view}.{md,tex}.
 """
 from pathlib import Path
@@ -126,6 +126,42 @@ def fig_curves(cells, methods, colors, title):
     axes[0][0].set_ylabel("Spearman x100")
     fig.legend(*axes[0][0].get_legend_handles_labels(), title="method", fontsize=8,
                loc="outside right upper")
+    fig.suptitle(title)
+    return fig
+
+
+def fig_depth(cells, methods, colors, cost, title, best=None):
+    """Per depth at full width, one line per method with 95% whiskers (columns lo, hi), the method `best` marked;
+    beside it, when cost (rows of method, relative_to_baseline, ms_median, ms_q1, ms_q3 from
+    benchmarks/train_step.py) is given, each method's training cost relative to baseline, whiskers at the step
+    time's quartiles."""
+    import matplotlib.pyplot as plt
+    width = max(cells.dim)
+    costed = [m for m in methods if cost is not None and m in set(cost.method)]
+    fig, axes = plt.subplots(1, 2 if costed else 1, figsize=(11 if costed else 7, 4), squeeze=False,
+                             layout="constrained", width_ratios=[2, 1] if costed else None)
+    ax = axes[0][0]
+    for method in methods:
+        c = cells[(cells.method == method) & (cells.dim == width)].sort_values("layer")
+        yerr = [c.score - c.lo, c.hi - c.score] if "lo" in c else None
+        ax.errorbar(c.layer, c.score, yerr=yerr, marker="o", ms=4, capsize=2, lw=2.2 if method == best else 1.2,
+                    color=colors[method], label=f"{method} (best elastic on dev)" if method == best else method)
+    ax.set_xlabel(f"transformer layers used (dim = {width})")
+    ax.set_xticks(sorted(cells.layer.unique()))
+    ax.set_ylabel("Spearman x100")
+    ax.grid(alpha=0.3)
+    ax.legend(title="method", fontsize=8)
+    if costed:
+        ax = axes[0][1]
+        c = cost.set_index("method").loc[costed]
+        scale = c.relative_to_baseline / c.ms_median  # quartiles of step time, in units of baseline's median
+        ax.barh(range(len(costed)), c.relative_to_baseline, color=[colors[m] for m in costed],
+                xerr=[(c.ms_median - c.ms_q1) * scale, (c.ms_q3 - c.ms_median) * scale], capsize=2)
+        ax.set_yticks(range(len(costed)), costed)
+        ax.invert_yaxis()
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel("training cost / baseline's\n(step time, same steps; whiskers: quartiles)")
+        ax.grid(alpha=0.3, axis="x")
     fig.suptitle(title)
     return fig
 

@@ -23,11 +23,14 @@ as runs: only the picked run is in the grid layout above.
 
 Optional bootstrap replicates (BOOT_GLOB, <results>/<backbone>/<method>/seed<k>/bootstrap.npz, written by
 `twodmse eval`) give the 'avg' view its uncertainty: whiskers on the curves, hatched gain cells that are not
-significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict) and
-ablations.md (each variant folder <m>-<change> against method <m>, tested the same way).
+significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict, and every
+method against separate cell by cell), depth_* (separate, baseline, 2dmse, starbucks and the best elastic method
+per depth at full width, with each one's training cost from <results>/<backbone>/speed/train_step.csv when
+benchmarks/train_step.py --csv wrote it) and ablations.md (each variant folder <m>-<change> against method <m>,
+tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
-heatmap_*, curves_*, gain_*, gap_separate_*, pareto_*, published_*, sweep_* (PNG+PDF),
+heatmap_*, curves_*, gain_*, gap_separate_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
 summary_{avg,stsb}.{md,tex}, claims.md, ablations.md and index.md (what was written and what was skipped, and why).
 """
 import re
@@ -38,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from twodmse import claims, stats
-from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_gain, fig_heatmaps, fig_pareto, fig_published,
+from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto, fig_published,
                              fig_sweep, markdown, ordered, palette, published_for, save, summary_table,
                              write_tables)
 from twodmse.data import EVAL_DATASETS, SPLITS
@@ -53,14 +56,20 @@ STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list
 DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package data, found when installed too
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
 SEPARATE = "separate"  # one model per depth: every method's gap to it is drawn too
+# depth_*: these, and the best elastic method (claims.best_elastic), per depth with their training cost
+DEPTH_METHODS = [SEPARATE, "baseline", "2dmse", "starbucks"]
+TRAIN_COST = "speed/train_step.csv"  # under <results>/<backbone>/, written by benchmarks/train_step.py --csv
+TRAIN_COST_COLUMNS = ["method", "ms_median", "ms_q1", "ms_q3", "relative_to_baseline"]
 
 
-CLAIMS_HEADER = """# Published claims, checked
+CLAIMS_HEADER = """# Claims, checked
 
 Computed by `twodmse report` from results/ alone (twodmse/claims.py; nothing here is typed by hand). A verdict is
 at 95%: **holds** when the whole interval of A - B is above the margin, **fails** when it is all below,
 **inconclusive** otherwise. The interval adds the paired bootstrap over test pairs (1000 resamples of each STS
 test set, the same for every run) and the spread over seeds; with one seed, the seed spread is not in it.
+Besides the published claims, this suite's own goal: one elastic model within 1.0 of separately trained models in
+every cell, each cell tested on its own, for the method picked on dev data and for every method.
 
 """
 
@@ -330,8 +339,9 @@ def full_width_speed(speed, backbone, model_ids):
     return rows[rows.dim == rows.dim.max()]
 
 
-def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, notes):
-    """Figures of one backbone (both views), its rows of the summary tables and its checked claims."""
+def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, notes, sweeps=None, cost=None):
+    """Figures of one backbone (both views), its rows of the summary tables, its checked claims and ablations, and
+    each method against separate."""
     all_methods = ordered(grid[grid.backbone == backbone].method.unique())
     colors = palette(ordered(set(all_methods) | PUBLISHED_METHODS))
     baseline = pick_baseline(all_methods, baseline)
@@ -339,7 +349,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
     if primary is None:
         notes.append(f"{backbone}: neither all 7 STS test sets nor stsb test; published and "
                      f"Pareto figures skipped")
-    written, tables, claim_rows, ablation_rows = [], {}, None, []
+    written, tables, claim_rows, ablation_rows, separate_rows = [], {}, None, [], []
     model_ids = grid.loc[grid.backbone == backbone, "model"].dropna().unique() if "model" in grid else []
     for view in ("avg", "stsb"):
         scored = cell_scores(grid, backbone, view)
@@ -357,8 +367,10 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
         if view_boots:  # whiskers on curves, marks on gain cells; the 'stsb' view has no paired replicates
             cells = with_intervals(cells, per_seed, view_boots, baseline)
         if view == "avg":
-            claim_rows = claims.check_all(per_seed, view_boots, full_width_speed(speed, backbone, model_ids))
+            claim_rows = claims.check_all(per_seed, view_boots, full_width_speed(speed, backbone, model_ids),
+                                          sweeps=sweeps)
             ablation_rows = claims.check_ablations(per_seed, view_boots)
+            separate_rows = claims.check_each_against_separate(per_seed, view_boots, methods)
         title = f"{backbone}: {view_title(view, datasets)}"
         name = f"{slug(backbone)}_{view}"
         written += save(fig_heatmaps(cells, methods, title), out, f"heatmap_{name}", formats)
@@ -368,6 +380,12 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
         if SEPARATE in methods and len(methods) > 1:  # the gap of each method to one model per depth
             gap = with_intervals(plain, per_seed, view_boots, SEPARATE) if view_boots else plain
             written += save(fig_gain(gap, methods, SEPARATE, title), out, f"gap_separate_{name}", formats)
+            if view_boots:
+                best = claims.best_elastic(sweeps)
+                shown = [m for m in dict.fromkeys(DEPTH_METHODS + [best]) if m in methods]
+                fig = fig_depth(cells, shown, colors, cost, f"{backbone}: mean over {len(datasets)} STS test sets, "
+                                "95% intervals", best)
+                written += save(fig, out, f"depth_{name}", formats)
         tables[view] = summary_table(cells, per_seed, baseline).assign(backbone=backbone)
         tables[view].attrs["datasets"] = f"{backbone}: {', '.join(datasets)}"
         if view != primary:
@@ -381,7 +399,19 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             fig = fig_published(cells, published_for(pub, view), methods, colors, backbone,
                                 "STS average (7 test sets)" if view == "avg" else "STS-B test")
             written += save(fig, out, f"published_{name}", formats)
-    return written, tables, claim_rows, ablation_rows
+    return written, tables, claim_rows, ablation_rows, separate_rows
+
+
+def load_train_cost(results, backbone):
+    """<results>/<backbone>/speed/train_step.csv (benchmarks/train_step.py --csv), or None when there is none."""
+    path = Path(results) / backbone / TRAIN_COST
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    missing = [c for c in TRAIN_COST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ReportError(f"{path}: missing column(s) {missing}; rerun benchmarks/train_step.py --csv {path}")
+    return df
 
 
 def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=None,
@@ -407,12 +437,20 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
     boots = load_bootstraps(results)
     written, tables, sections, ablations = [], {}, [], []
     for backbone in sorted(grid.backbone.unique()):
-        w, t, claim_rows, ablation_rows = backbone_outputs(grid, backbone, out, formats, baseline, pub, speed_df,
-                                                           boots, notes)
+        sweep_rows = sweeps[sweeps.backbone == backbone] if sweeps is not None else None
+        cost = load_train_cost(results, backbone)
+        if cost is None and SEPARATE in set(grid.method[grid.backbone == backbone]):
+            notes.append(f"{backbone}: no {TRAIN_COST} (benchmarks/train_step.py --csv); depth figure without "
+                         "training cost")
+        w, t, claim_rows, ablation_rows, separate_rows = backbone_outputs(
+            grid, backbone, out, formats, baseline, pub, speed_df, boots, notes, sweep_rows, cost)
         written += w
         title = f"{backbone}: mean Spearman over the STS test sets"
         if claim_rows:
             sections.append(claims.markdown(claim_rows, title))
+        if separate_rows:
+            sections.append(claims.separate_markdown(separate_rows, f"{backbone}: every method against separate, "
+                                                                    "cell by cell"))
         if ablation_rows:
             ablations.append(claims.ablation_markdown(ablation_rows, title))
         if sweeps is not None and (sweeps.backbone == backbone).any():
@@ -471,7 +509,9 @@ def add_cli(subparsers):
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
                "curves_* (score per layer at several widths, 95% whiskers), gain_* (method minus baseline; "
                "hatched: not significant), gap_separate_* (the same against separate, one model per depth), "
-               "claims.md (published claims with computed verdicts), ablations.md (a folder <m>-<change> "
+               "depth_* (per depth at full width: separate, baseline, 2dmse, starbucks and the best elastic "
+               "method, with training cost from RESULTS/<backbone>/speed/train_step.csv), "
+               "claims.md (published claims and every method against separate, with computed verdicts), ablations.md (a folder <m>-<change> "
                "against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
                "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "

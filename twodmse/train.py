@@ -112,13 +112,25 @@ def linear_schedule(total, warmup):
 
 
 def _optimizer(enc, cfg):
-    decay, no_decay = [], []
+    decay = cfg["layer_lr_decay"]
+    depth = _depths(enc) if decay != 1.0 else {}
+    groups = {}  # (lr factor, weight matrix?) -> params; with one lr, the two groups of earlier checkpoints
     for p in enc.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)  # biases and LayerNorm weights: no decay
-    # fused: one kernel per step instead of a loop over tensors (measurably faster on CPU)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"], fused=True)
+            factor = decay ** (enc.num_layers - depth[p]) if p in depth else 1.0
+            groups.setdefault((factor, p.ndim >= 2), []).append(p)
+    # biases and LayerNorm weights: no decay. fused: one kernel per step instead of a loop over tensors (measurably
+    # faster on CPU)
+    return torch.optim.AdamW([{"params": ps, "lr": cfg["lr"] * f, "weight_decay": cfg["weight_decay"] if matrix
+                               else 0.0} for (f, matrix), ps in groups.items()], lr=cfg["lr"], fused=True)
+
+
+def _depths(enc):
+    """{parameter: its depth}: n for transformer layer n, 0 for the rest of the backbone (embeddings); exit heads
+    are left out (they take the peak lr)."""
+    layers = backbone.transformer_layers(enc.model)
+    depth = {p: n for n, layer in enumerate(layers, 1) for p in layer.parameters()}
+    return {**{p: 0 for p in enc.model.parameters() if p not in depth}, **depth}
 
 
 class LossLog:
@@ -202,7 +214,7 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
             grad_norm = torch.nn.utils.clip_grad_norm_(enc.parameters(), cfg["max_grad_norm"] or math.inf).item()
             if not math.isfinite(grad_norm):
                 raise _diverged(f"gradient norm is {grad_norm}", step, epoch, last_good, cfg)
-            lr = sched.get_last_lr()[0]
+            lr = cfg["lr"] * sched.lr_lambdas[0](sched.last_epoch)  # the peak lr now (layer_lr_decay aside)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)

@@ -28,6 +28,9 @@ CONFIG = {
                                  "train through"),
     "max_grad_norm": (1.0, float, "clip the gradient norm to this, null = no clipping; the default is the Hugging "
                                   "Face Trainer's (TrainingArguments), as for weight_decay"),
+    "layer_lr_decay": (1.0, float, "layer n of L trains at lr x layer_lr_decay^(L - n), the embeddings at "
+                                   "lr x layer_lr_decay^L (exit heads at lr): < 1 slows the lower layers (layer-wise "
+                                   "lr decay), > 1 speeds them up; 1 = one lr"),
     "exit_heads": (False, bool, "train a linear head per exit below the top layer (the identity at first) with the "
                                 "model; saved as exit_heads.safetensors in its folder and applied by twodmse.load "
                                 "and the evaluator (backbone.ExitHeads); grid methods only"),
