@@ -91,8 +91,9 @@ def seed_values(method, cells, per_seed, boots):
 def check(claim, per_seed, boots, pair_seeds=False, cells=None):
     """One claim's row: its cells, A - B with its interval and the verdict (or why it could not be checked).
 
-    cells: these (layer, dim) cells instead of the claim's kind of cells. pair_seeds (ablations): when A has one seed, B is taken at that seed only (same initialisation and data order),
-    and each side's seed spread is B's, measured over all of B's seeds (A's cannot be measured)."""
+    cells: these (layer, dim) cells instead of the claim's kind of cells. pair_seeds (ablations): when A has one
+    seed, B is taken at that seed only (same initialisation and data order), and each side's seed spread is B's,
+    measured over all of B's seeds (A's cannot be measured)."""
     a, b = claim["a"], claim["b"]
     row = {"id": claim["id"], "claim": claim["claim"], "source": claim["source"], "compared": f"{a} - {b}",
            "margin": claim["margin"]}
@@ -148,11 +149,12 @@ def check_every_cell(claim, per_seed, boots):
     verdict = "fails" if "fails" in verdicts else "holds" if set(verdicts) == {"holds"} else "inconclusive"
     (n, d), worst = min(rows.items(), key=lambda item: item[1]["diff"])
     counts = " / ".join(str(verdicts.count(v)) for v in ("holds", "inconclusive", "fails"))
+    mean = f"{whole['diff']:+.2f} [{whole['lo']:+.2f}, {whole['hi']:+.2f}]"
     return {**whole, **{k: worst[k] for k in ("diff", "lo", "hi", "p_better")}, "verdict": verdict,
             "cells": f"every cell, {len(cells)} cells, each tested alone", "worst_cell": (n, d), "counts": counts,
-            "mean": f"{whole['diff']:+.2f} [{whole['lo']:+.2f}, {whole['hi']:+.2f}]",
-            "test": f"cells holding / inconclusive / failing: {counts}, against margin {claim['margin']:+.1f}; "
-                    f"worst cell ({n},{d}): {worst['test']}; mean over all cells {whole['diff']:+.2f} [{whole['lo']:+.2f}, {whole['hi']:+.2f}]"}
+            "mean": mean, "test": f"cells holding / inconclusive / failing: {counts}, against margin "
+                                  f"{claim['margin']:+.1f}; worst cell ({n},{d}): {worst['test']}; mean over all "
+                                  f"cells {mean}"}
 
 
 def check_elastic(per_seed, boots, sweeps):

@@ -2,8 +2,8 @@
 
 heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus
 baseline), depth (score per depth at full width, beside training cost), pareto (speedup vs quality), sweep (dev
-grid mean per swept value), published (ours next to published numbers by fraction of depth and width). `save` writes each figure atomically in every requested format; summary_table and write_tables give
-summary_{view}.{md,tex}.
+grid mean per swept value), published (ours next to published numbers by fraction of depth and width). `save`
+writes each figure atomically in every requested format; summary_table and write_tables give summary_{view}.{md,tex}.
 """
 from pathlib import Path
 

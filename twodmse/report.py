@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 
 from twodmse import claims, stats
-from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto, fig_published,
-                             fig_sweep, markdown, ordered, palette, published_for, save, summary_table,
-                             write_tables)
+from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto,
+                             fig_published, fig_sweep, markdown, ordered, palette, published_for, save,
+                             summary_table, write_tables)
 from twodmse.data import EVAL_DATASETS, SPLITS
 from twodmse.util import UserError, output_lock, write_text
 
@@ -511,8 +511,8 @@ def add_cli(subparsers):
                "hatched: not significant), gap_separate_* (the same against separate, one model per depth), "
                "depth_* (per depth at full width: separate, baseline, 2dmse, starbucks and the best elastic "
                "method, with training cost from RESULTS/<backbone>/speed/train_step.csv), "
-               "claims.md (published claims and every method against separate, with computed verdicts), ablations.md (a folder <m>-<change> "
-               "against method <m>: better, worse or inconclusive), "
+               "claims.md (published claims and every method against separate, with computed verdicts), "
+               "ablations.md (a folder <m>-<change> against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
                "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
