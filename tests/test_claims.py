@@ -170,11 +170,16 @@ def test_a_one_seed_ablation_is_paired_with_its_parent_at_that_seed(tmp_path):
     assert rows["baseline-better/top"]["diff"] == pytest.approx(0.0)
 
 
-def write_selection(results, method, dev_grid_mean):
-    """A sweep of one candidate, picked, with this STS-B dev grid mean."""
+def write_sweep(results, method, dev_gap):
+    """A sweep of one candidate, picked, whose STS-B dev grid is separate's plus dev_gap, 3 points less at (2, 64)."""
     folder = results / "minilm" / method / "sweep"
-    folder.mkdir(parents=True)
-    pick = {"candidate": "lr=1e-4", "dev_grid_mean": dev_grid_mean, "values": {"lr": 1e-4}}
+    (folder / "lr=1e-4" / "seed42").mkdir(parents=True)
+    gap = 0.0 if method == "separate" else dev_gap
+    dip = 3.0 if method != "separate" else 0.0
+    rows = [dict(dataset="stsb", split="dev", layer=n, dim=d, spearman=60 + n + gap - dip * ((n, d) == (2, 64)))
+            for n in LAYERS for d in DIMS]
+    pd.DataFrame(rows).to_csv(folder / "lr=1e-4" / "seed42" / "grid.csv", index=False)
+    pick = {"candidate": "lr=1e-4", "dev_grid_mean": 70.0, "values": {"lr": 1e-4}}
     (folder / "selection.json").write_text(json.dumps({"candidates": [pick], "picked": pick}))
 
 
@@ -184,16 +189,17 @@ def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_p
     for method in ("separate", "close", "far"):
         for seed in SEEDS:
             write_run(results, method, seed)
-        write_selection(results, method, {dev_pick: 80.0, "separate": 90.0}.get(method, 70.0))  # not separate
+        write_sweep(results, method, dev_gap=1.0 if method == dev_pick else -0.5)  # dev worst: -2 vs -3.5
     written, _ = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
     assert "depth_minilm_avg.png" in {Path(p).name for p in written}
     text = (tmp_path / "fig" / "claims.md").read_text()
-    claim = f"{claims.ELASTIC_CLAIM['claim']}: {dev_pick}, the highest STS-B dev grid mean of the swept methods"
+    claim = f"{claims.ELASTIC_CLAIM['claim']}: {dev_pick}, picked on STS-B dev as the closest to separate in its " \
+            "worst cell (-2.00 at (2,64))"
     assert verdicts(text)[claim] == verdict
     grid = report.load_grids(results)
     _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
     boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
-    row = claims.check_elastic(per_seed, boots, report.load_sweeps(results))
+    row = claims.check_elastic(per_seed, boots, report.load_dev_picks(results, "minilm", report.load_sweeps(results)))
     # the worst cell's difference; its interval: the seed spread alone (shared bootstrap noise), as in
     # test_numbers_and_test_text
     assert row["diff"] == pytest.approx(worst) and row["hi"] == pytest.approx(worst + stats.Z * np.sqrt(2 / 3))
@@ -202,6 +208,13 @@ def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_p
     table = re.findall(r"^\| (\S+) - separate \| \*\*(.+?)\*\* \| (\(\d,\d+\)) ([-+.\d]+)", text, re.M)
     assert [t[:2] for t in table] == [("close", "holds"), ("far", "fails")]
     assert table[0][3] == "+1.00" and table[1][2:] == ("(1,384)", "-3.00")
+
+
+def test_no_best_elastic_method_without_separates_sweep():
+    dev = pd.DataFrame([dict(method=m, layer=1, dim=8, spearman=50.0) for m in ("full", "2dmse")])
+    assert claims.best_elastic(dev) is None and claims.best_elastic(None) is None
+    dev = pd.concat([dev, pd.DataFrame([dict(method="separate", layer=1, dim=8, spearman=51.0)])])
+    assert claims.best_elastic(dev) == ("2dmse", -1.0, (1, 8))  # a tie: the first in column order
 
 
 def test_depth_figure_draws_the_training_cost_and_names_a_bad_cost_file(tmp_path):

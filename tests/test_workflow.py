@@ -349,7 +349,7 @@ def test_study_config_is_the_default_run_plus_separate_a_sweep_and_seeds():
     default.pop("seeds")
     # separate and issue 13's elastic ideas cost too much time for the default run
     assert cfg.pop("methods") == default.pop("methods") + ["separate", "relational", "full-heads", "relational-heads",
-                                                            "full-dimlinear", "full-llr1.25"]
+                                                            "relational-heads-dimlinear", "relational-heads-llr1.25"]
     assert cfg == default
     validate(load_config("study"))
 

@@ -186,6 +186,21 @@ def load_sweeps(results):
     return pd.DataFrame(rows) if rows else None
 
 
+def load_dev_picks(results, backbone, sweeps):
+    """Rows of method, layer, dim, spearman: each swept method's picked candidate on STS-B dev (its dev grids,
+    <results>/<backbone>/<method>/sweep/<candidate>/seed<k>/grid.csv, averaged over seeds); None without sweeps."""
+    if sweeps is None:
+        return None
+    rows = []
+    for r in sweeps[(sweeps.backbone == backbone) & sweeps.picked].itertuples():
+        files = sorted((Path(results) / backbone / r.method / "sweep" / r.candidate).glob("seed*/grid.csv"))
+        if files:
+            g = pd.concat([read_grid(f) for f in files])
+            g = g[(g.dataset == "stsb") & (g.split == "dev")].groupby(["layer", "dim"]).spearman.mean()
+            rows.append(g.reset_index().assign(method=r.method))
+    return pd.concat(rows, ignore_index=True) if rows else None
+
+
 def sweep_outputs(sweeps, backbone, out, formats):
     """sweep_<backbone>: the dev grid mean of every candidate per method, the pick marked (figure and table)."""
     s = sweeps[sweeps.backbone == backbone]
@@ -339,7 +354,7 @@ def full_width_speed(speed, backbone, model_ids):
     return rows[rows.dim == rows.dim.max()]
 
 
-def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, notes, sweeps=None, cost=None):
+def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, notes, dev=None, cost=None):
     """Figures of one backbone (both views), its rows of the summary tables, its checked claims and ablations, and
     each method against separate."""
     all_methods = ordered(grid[grid.backbone == backbone].method.unique())
@@ -368,7 +383,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             cells = with_intervals(cells, per_seed, view_boots, baseline)
         if view == "avg":
             claim_rows = claims.check_all(per_seed, view_boots, full_width_speed(speed, backbone, model_ids),
-                                          sweeps=sweeps)
+                                          dev=dev)
             ablation_rows = claims.check_ablations(per_seed, view_boots)
             separate_rows = claims.check_each_against_separate(per_seed, view_boots, methods)
         title = f"{backbone}: {view_title(view, datasets)}"
@@ -381,7 +396,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             gap = with_intervals(plain, per_seed, view_boots, SEPARATE) if view_boots else plain
             written += save(fig_gain(gap, methods, SEPARATE, title), out, f"gap_separate_{name}", formats)
             if view_boots:
-                best = claims.best_elastic(sweeps)
+                best = (claims.best_elastic(dev) or [None])[0]
                 shown = [m for m in dict.fromkeys(DEPTH_METHODS + [best]) if m in methods]
                 fig = fig_depth(cells, shown, colors, cost, f"{backbone}: mean over {len(datasets)} STS test sets, "
                                 "95% intervals", best)
@@ -437,13 +452,13 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
     boots = load_bootstraps(results)
     written, tables, sections, ablations = [], {}, [], []
     for backbone in sorted(grid.backbone.unique()):
-        sweep_rows = sweeps[sweeps.backbone == backbone] if sweeps is not None else None
+        dev = load_dev_picks(results, backbone, sweeps)
         cost = load_train_cost(results, backbone)
         if cost is None and SEPARATE in set(grid.method[grid.backbone == backbone]):
             notes.append(f"{backbone}: no {TRAIN_COST} (benchmarks/train_step.py --csv); depth figure without "
                          "training cost")
         w, t, claim_rows, ablation_rows, separate_rows = backbone_outputs(
-            grid, backbone, out, formats, baseline, pub, speed_df, boots, notes, sweep_rows, cost)
+            grid, backbone, out, formats, baseline, pub, speed_df, boots, notes, dev, cost)
         written += w
         title = f"{backbone}: mean Spearman over the STS test sets"
         if claim_rows:
