@@ -18,7 +18,7 @@ takes one step of each of its per-depth models (depth k cut to k layers), as it 
 trains for the same number of steps, so step time relative to baseline is training cost relative to baseline.
 --csv writes the medians and quartiles there, with provenance beside it (.json); the report draws them:
 
-    python benchmarks/train_step.py --config configs/study.yaml --threads 2 --epoch-pairs -1 --no-st \
+    python benchmarks/train_step.py --config configs/study.yaml --threads 2 --epoch-pairs -1 --no-st \\
         --csv results/minilm/speed/train_step.csv
 """
 import argparse
