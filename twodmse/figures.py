@@ -160,7 +160,7 @@ def fig_depth(cells, methods, colors, cost, title, best=None):
         ax.set_yticks(range(len(costed)), costed)
         ax.invert_yaxis()
         ax.axvline(1.0, color="grey", lw=0.8)
-        ax.set_xlabel("training cost / baseline's\n(step time, same steps; whiskers: quartiles)")
+        ax.set_xlabel("training cost / baseline's\n(step time at the same steps;\nwhiskers: quartiles)")
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle(title)
     return fig
