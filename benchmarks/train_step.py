@@ -62,8 +62,8 @@ def configured(path):
 
 def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None):
     enc = copy.deepcopy(enc).train()
-    if exit_heads:  # as twodmse.train adds them
-        enc.heads = backbone.ExitHeads(range(1, enc.num_layers), enc.hidden_size).to(enc.device)
+    if exit_heads:
+        enc.add_exit_heads()
     objective = methods.build(method, enc.num_layers, enc.hidden_size, loss, **(options or {}))
     opt = torch.optim.AdamW(enc.parameters(), lr=lr)
 

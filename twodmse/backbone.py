@@ -237,6 +237,11 @@ class Encoder(nn.Module):
         self.pooling, self.max_length, self.path = pooling, max_length, path
         self.heads = heads
 
+    def add_exit_heads(self):
+        """Fresh exit heads (the identity) for layers 1..L-1, as training adds them; returns self."""
+        self.heads = ExitHeads(range(1, self.num_layers), self.hidden_size).to(self.device)
+        return self
+
     @property
     def num_layers(self):
         return len(transformer_layers(self.model))

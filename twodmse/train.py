@@ -189,7 +189,8 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
     stream = Stream(n, cfg["batch_size"], cfg["seed"], world, rank)
     total = total_steps(cfg, n, world)
     opt = _optimizer(enc, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_schedule(total, math.ceil(cfg["warmup_ratio"] * total)))
+    schedule = linear_schedule(total, math.ceil(cfg["warmup_ratio"] * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     step, offset, wall_before, last_good = checkpoint.resume(files, cfg, enc, opt, sched) if resume \
         else (0, 0, 0.0, None)
     first_step = step
@@ -214,7 +215,7 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
             grad_norm = torch.nn.utils.clip_grad_norm_(enc.parameters(), cfg["max_grad_norm"] or math.inf).item()
             if not math.isfinite(grad_norm):
                 raise _diverged(f"gradient norm is {grad_norm}", step, epoch, last_good, cfg)
-            lr = cfg["lr"] * sched.lr_lambdas[0](sched.last_epoch)  # the peak lr now (layer_lr_decay aside)
+            lr = cfg["lr"] * schedule(sched.last_epoch)  # the peak lr now (layer_lr_decay aside)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -291,7 +292,7 @@ def run_one(cfg, files, method, layers=None, resume=True):
     enc = backbone.load(cfg["model"], pooling=cfg["pooling"], max_length=cfg["max_length"], device=device,
                         layers=layers)
     if cfg["exit_heads"] and enc.heads is None:
-        enc.heads = backbone.ExitHeads(range(1, enc.num_layers), enc.hidden_size).to(enc.device)
+        enc.add_exit_heads()
     try:  # method_options and loss are checked against the model's size here, before any step
         objective = methods.build(method, enc.num_layers, enc.hidden_size, cfg["loss"], cfg["seed"],
                                   **cfg["method_options"])
