@@ -15,18 +15,18 @@ NOISE = np.random.default_rng(0).normal(0, 0.5, size=stats.REPLICATES)  # shared
 
 
 def effect(method, layer, dim):
-    """2dmse: +3 at shallow layers, -3 at (6, 384), 0 elsewhere; mrl and starbucks: as 2dmse at layer 6's
+    """2dmse: +3 at shallow layers, -4 at (6, 384), 0 elsewhere; mrl and starbucks: as 2dmse at layer 6's
     reduced widths (so that comparison is inconclusive)."""
     if method == "2dmse":
-        return 3.0 if layer < 6 else (-3.0 if dim == 384 else 0.0)
-    if method.endswith("-better"):  # ablations: +2 on layers 1..5, as its parent at layer 6
-        return 2.0 if layer < 6 else 0.0
+        return 3.0 if layer < 6 else (-4.0 if dim == 384 else 0.0)
+    if method.endswith("-better"):  # ablations: +3 on layers 1..5, as its parent at layer 6
+        return 3.0 if layer < 6 else 0.0
     if method.endswith("-worse"):
-        return -3.0
-    if method == "close":  # elastic methods against separate (0): +1 everywhere
-        return 1.0
-    if method == "far":  # +2 everywhere but 3 points short at (1, 384)
-        return -3.0 if (layer, dim) == (1, 384) else 2.0
+        return -8.0
+    if method == "close":  # elastic methods against separate (0): +2 everywhere
+        return 2.0
+    if method == "far":  # +2 everywhere but 4 points short at (1, 384)
+        return -4.0 if (layer, dim) == (1, 384) else 2.0
     return 0.0
 
 
@@ -83,9 +83,10 @@ def test_numbers_and_test_text(results):
     boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
     rows = {r["id"]: r for r in claims.check_all(per_seed, boots)}
     top = rows["2dmse-top"]
-    # -3 exactly; the interval: seed spread s = 1 on both sides (s^2/3 each) and no bootstrap spread (the noise
-    # is shared, so the paired difference has none)
-    assert top["diff"] == pytest.approx(-3.0) and top["hi"] == pytest.approx(-3 + stats.Z * np.sqrt(2 / 3))
+    # -4 exactly; the interval: seed spread s = 1 on both sides (s^2/3 each, 2 df each: Welch-Satterthwaite df 4)
+    # and no bootstrap spread (the noise is shared, so the paired difference has none)
+    assert top["diff"] == pytest.approx(-4.0) and top["df"] == pytest.approx(4)
+    assert top["hi"] == pytest.approx(-4 + 2.776445 * np.sqrt(2 / 3)) and "(t, df 4.0)" in top["test"]
     assert "(6,384)" in top["cells"] and "3 vs 3 seed(s)" in top["test"]
     assert rows["2dmse-shallow"]["cells"].endswith("35 cells")
     assert "bootstrap.npz" in rows["starbucks-diagonal"]["test"]
@@ -159,14 +160,15 @@ def test_a_one_seed_ablation_is_paired_with_its_parent_at_that_seed(tmp_path):
     _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
     boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
     rows = {r["id"]: r for r in claims.check_ablations(per_seed, boots)}
-    # against baseline's seed-42 run (not its 3-seed mean): exactly +2; seed spread: baseline's seeds (variance 1)
-    # on both sides, the paired bootstrap adds nothing (shared noise)
+    # against baseline's seed-42 run (not its 3-seed mean): exactly +3; seed spread: baseline's seeds (variance 1,
+    # 2 df) on both sides, the paired bootstrap adds nothing (shared noise)
     shallow = rows["baseline-better/shallow"]
-    assert shallow["diff"] == pytest.approx(2.0) and shallow["hi"] == pytest.approx(2 + stats.Z * np.sqrt(2))
+    assert shallow["diff"] == pytest.approx(3.0) and shallow["df"] == pytest.approx(2)
+    assert shallow["hi"] == pytest.approx(3 + 4.302653 * np.sqrt(2))
     assert shallow["verdict"] == "inconclusive" and "(seed 42), seed spread of each side from baseline's 3" \
         in shallow["test"]
     assert rows["baseline-worse/all"]["verdict"] == "fails" and rows["baseline-worse/all"]["diff"] == \
-        pytest.approx(-3.0)
+        pytest.approx(-8.0)
     assert rows["baseline-better/top"]["diff"] == pytest.approx(0.0)
 
 
@@ -183,7 +185,7 @@ def write_sweep(results, method, dev_gap):
     (folder / "selection.json").write_text(json.dumps({"candidates": [pick], "picked": pick}))
 
 
-@pytest.mark.parametrize("dev_pick, verdict, worst", [("far", "fails", -3.0), ("close", "holds", 1.0)])
+@pytest.mark.parametrize("dev_pick, verdict, worst", [("far", "fails", -4.0), ("close", "holds", 2.0)])
 def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_path, dev_pick, verdict, worst):
     results = tmp_path / "results"
     for method in ("separate", "close", "far"):
@@ -202,12 +204,12 @@ def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_p
     row = claims.check_elastic(per_seed, boots, report.load_dev_picks(results, "minilm", report.load_sweeps(results)))
     # the worst cell's difference; its interval: the seed spread alone (shared bootstrap noise), as in
     # test_numbers_and_test_text
-    assert row["diff"] == pytest.approx(worst) and row["hi"] == pytest.approx(worst + stats.Z * np.sqrt(2 / 3))
+    assert row["diff"] == pytest.approx(worst) and row["hi"] == pytest.approx(worst + 2.776445 * np.sqrt(2 / 3))
     assert row["counts"] == ("41 / 0 / 1" if dev_pick == "far" else "42 / 0 / 0")  # hold / inconclusive / fail
     # every method against separate, picked or not
     table = re.findall(r"^\| (\S+) - separate \| \*\*(.+?)\*\* \| (\(\d,\d+\)) ([-+.\d]+)", text, re.M)
     assert [t[:2] for t in table] == [("close", "holds"), ("far", "fails")]
-    assert table[0][3] == "+1.00" and table[1][2:] == ("(1,384)", "-3.00")
+    assert table[0][3] == "+2.00" and table[1][2:] == ("(1,384)", "-4.00")
 
 
 def test_no_best_elastic_method_without_separates_sweep():

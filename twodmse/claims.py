@@ -3,7 +3,7 @@
 Each claim is stated once below: its source, the two methods it compares, the cells it concerns and the margin
 the difference must clear. The statistic is the mean Spearman over those cells (mean over the STS test sets of the
 view); a claim "A beats B" is checked on A - B by stats.difference (difference of seed means; 95% interval from the
-paired test-pair bootstrap plus the seeds' spread) and stats.verdict: holds when the whole interval is above the
+paired test-pair bootstrap plus the seeds' spread, Student's t at the Welch-Satterthwaite degrees of freedom) and stats.verdict: holds when the whole interval is above the
 margin, fails when it is all below, inconclusive otherwise. The speed claim compares measured encode speedups with
 L/k. Only cached results are read (grids, bootstrap replicates, speed.csv); no torch.
 
@@ -89,6 +89,11 @@ def seed_values(method, cells, per_seed, boots):
     return (np.array(points), np.array(reps)) if points else None
 
 
+def df_text(df):
+    """How an interval was made: 'normal' with no seed spread in it, else 't, df 2.3' (Welch-Satterthwaite)."""
+    return "normal" if np.isinf(df) else f"t, df {df:.1f}"
+
+
 def check(claim, per_seed, boots, pair_seeds=False, cells=None):
     """One claim's row: its cells, A - B with its interval and the verdict (or why it could not be checked).
 
@@ -118,14 +123,16 @@ def check(claim, per_seed, boots, pair_seeds=False, cells=None):
         return {**row, "verdict": "not checked", "test": why}
     spread = seed_values(b, cells, per_seed, boots)[0] if paired else None
     borrowed = spread is not None and len(spread) > 1
-    d = stats.difference(*sides[0], *sides[1], seed_variance=2 * spread.var(ddof=1) if borrowed else None)
+    # Borrowed: each side's single-seed variance is B's s^2, estimated with B's S - 1 degrees of freedom.
+    d = stats.difference(*sides[0], *sides[1],
+                         seed_variance=(2 * spread.var(ddof=1), len(spread) - 1) if borrowed else None)
     verdict = stats.verdict(d["lo"], d["hi"], claim["margin"])
     seeds = f"{d['seeds_a']} vs {d['seeds_b']} seed(s)" + (
         f" (seed {min(a_seeds)}), seed spread of each side from {b}'s {len(spread)} seeds" if borrowed else
         "" if min(d["seeds_a"], d["seeds_b"]) > 1 else ", seed spread not measurable")
     return {**row, **d, "verdict": verdict,
             "test": f"mean over {len(cells)} cell(s) of {a} - {b} = {d['diff']:+.2f}, 95% interval "
-                    f"[{d['lo']:+.2f}, {d['hi']:+.2f}] against margin {claim['margin']:+.1f} ({seeds}; paired "
+                    f"[{d['lo']:+.2f}, {d['hi']:+.2f}] ({df_text(d['df'])}) against margin {claim['margin']:+.1f} ({seeds}; paired "
                     f"bootstrap P({a} better) = {d['p_better']:.3f})"}
 
 

@@ -14,6 +14,10 @@ Pearson of those ranks. tests/test_stats.py checks this against scipy on explici
     counts = stats.resample_counts("stsb-test", len(gold))           # [B, n] pairs drawn per replicate
     reps = stats.spearman_replicates(cos, gold, counts)               # cos [L, D, n] -> [B, L, D], x100
     lo, hi = stats.interval(reps)                                     # 95% percentile interval per cell
+
+Over seeds and test pairs together (estimate, difference) the variance is the bootstrap's plus the seeds' s^2/S,
+and the interval takes Student's t at the Welch-Satterthwaite degrees of freedom of that sum, so few seeds widen
+it as they should; tests/test_stats.py checks its coverage by simulation.
 """
 import hashlib
 import math
@@ -115,36 +119,61 @@ def interval(replicates, level=LEVEL):
     return tuple(np.nanpercentile(replicates, [tail, 100 - tail], axis=0))
 
 
-def _seed_variance(points):
-    """Variance of a mean over seeds, from the seeds' spread; 0 with one seed (no spread to measure)."""
-    return points.var(ddof=1) / len(points) if len(points) > 1 else 0.0
+def _seed_term(points):
+    """(variance of a mean over seeds, its degrees of freedom): (s^2/S, S - 1) from the seeds' spread; (0, inf)
+    with one seed (no spread to measure)."""
+    return (points.var(ddof=1) / len(points), len(points) - 1) if len(points) > 1 else (0.0, math.inf)
+
+
+def welch_satterthwaite(terms):
+    """Effective degrees of freedom of a sum of variance terms [(variance, df)], each estimated with its own df:
+    (sum v)^2 / sum(v^2 / df) (Satterthwaite 1946, Welch 1947; JCGM 100:2008 "GUM", Annex G.4.1, eq. G.2b).
+    A term with df = inf (the test-pair bootstrap: 1000 replicates of a variance known up to resampling
+    noise) adds to the variance but not to the denominator; inf when every term has df = inf."""
+    total = sum(v for v, _ in terms)
+    denominator = sum(v * v / df for v, df in terms if v > 0 and math.isfinite(df))
+    return total * total / denominator if denominator > 0 else math.inf
+
+
+def t_quantile(df, level=LEVEL):
+    """The two-sided `level` quantile of Student's t with df degrees of freedom (the normal one at df = inf)."""
+    from scipy.stats import t  # scipy only where intervals are made
+    return Z if math.isinf(df) and level == LEVEL else float(t.ppf(0.5 + level / 2, df))
+
+
+def _interval(centre, terms):
+    """centre +- t_{0.975, df} x SE, SE^2 = the sum of the variance terms, df by Welch-Satterthwaite."""
+    se = math.sqrt(sum(v for v, _ in terms))
+    df = welch_satterthwaite(terms)
+    half = t_quantile(df) * se
+    return {"lo": centre - half, "hi": centre + half, "se": se, "df": df}
 
 
 def estimate(points, reps):
     """A statistic's mean over seeds with its 95% interval, over test pairs and seeds.
 
     points [S]: the statistic of each seed on the full test sets; reps [S, R]: its bootstrap replicates. The
-    standard error adds the test-pair bootstrap's (the spread of the seed-mean replicates) and the seeds' (s^2/S;
-    none with one seed); the interval is mean +- 1.96 SE."""
+    variance adds the test-pair bootstrap's (the spread of the seed-mean replicates, df = inf) and the seeds'
+    (s^2/S, df = S - 1; none with one seed); the interval is mean +- t x SE with the Welch-Satterthwaite degrees
+    of freedom (welch_satterthwaite): with 3 seeds and the seed term dominant, t is 4.30, not 1.96."""
     points = np.asarray(points, float)
-    se = math.sqrt(np.nanvar(np.nanmean(reps, axis=0), ddof=1) + _seed_variance(points))
+    terms = [(float(np.nanvar(np.nanmean(reps, axis=0), ddof=1)), math.inf), _seed_term(points)]
     mean = float(points.mean())
-    return {"mean": mean, "lo": mean - Z * se, "hi": mean + Z * se, "seeds": len(points)}
+    return {"mean": mean, **_interval(mean, terms), "seeds": len(points)}
 
 
 def difference(a_points, a_reps, b_points, b_reps, seed_variance=None):
     """A - B of one statistic (a cell, or a mean over cells): the difference of seed means, its 95% interval as in
-    estimate() with both sides' seed spread (or `seed_variance`, that of the difference of seed means, when it
-    is known from elsewhere), and p_better, the paired bootstrap's share of resamples in which A's seed mean beats
-    B's (the replicates of both are on the same resampled pairs)."""
+    estimate() with both sides' seed terms (or `seed_variance` = (variance, df), that of the difference of seed
+    means, when it is known from elsewhere), and p_better, the paired bootstrap's share of resamples in which A's
+    seed mean beats B's (the replicates of both are on the same resampled pairs)."""
     a_points, b_points = np.asarray(a_points, float), np.asarray(b_points, float)
     boot = np.nanmean(a_reps, axis=0) - np.nanmean(b_reps, axis=0)
     diff = float(a_points.mean() - b_points.mean())
-    if seed_variance is None:
-        seed_variance = _seed_variance(a_points) + _seed_variance(b_points)
-    se = math.sqrt(np.nanvar(boot, ddof=1) + seed_variance)
-    return {"diff": diff, "lo": diff - Z * se, "hi": diff + Z * se, "seeds_a": len(a_points),
-            "seeds_b": len(b_points), "p_better": float(np.mean(boot[~np.isnan(boot)] > 0))}
+    seeds = [seed_variance] if seed_variance is not None else [_seed_term(a_points), _seed_term(b_points)]
+    terms = [(float(np.nanvar(boot, ddof=1)), math.inf), *seeds]
+    return {"diff": diff, **_interval(diff, terms), "seeds_a": len(a_points), "seeds_b": len(b_points),
+            "p_better": float(np.mean(boot[~np.isnan(boot)] > 0))}
 
 
 def verdict(lo, hi, margin=0.0):
