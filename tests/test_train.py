@@ -351,6 +351,33 @@ def test_separate_top_depth_is_the_baseline_run_so_it_can_be_copied(tiny_bert, p
                            method_options={"top_model": str(base)}), tmp_path / "sep-other")
 
 
+def test_separate_trains_each_depth_with_its_own_values(tiny_bert, pairs_file, tmp_path):
+    # per_depth (what a sweep that picks each depth on its own cell hands on): depth 1 at its own lr, with its
+    # depth-1 model the same as a separate run at that lr; the other depths keep the run's lr
+    out = tmp_path / "sep"
+    train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2, lr=1e-4,
+                       method_options={"per_depth": {"1": {"lr": 5e-4}}}), out)
+    infos = {k: json.loads((out / f"train_info_layers{k}.json").read_text())["config"] for k in (1, 2, 3)}
+    assert [infos[k]["lr"] for k in (1, 2, 3)] == [5e-4, 1e-4, 1e-4]
+    alone = tmp_path / "sep-5e-4"
+    train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2, lr=5e-4), alone)
+    a, b = safetensors_weights(alone / "model_layers1"), safetensors_weights(out / "model_layers1")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("per_depth, message", [
+    ({"0": {"lr": 1e-4}}, r"per_depth.0: a depth \(1, 2, ...\)"),
+    ({"1": {"seed": 3}}, r"per_depth.1: \['seed'\] belong to the whole run"),
+    ({"1": {"lrr": 1e-4}}, r"per_depth.1: unknown key 'lrr' \(did you mean 'lr'\?\)"),
+    ({"1": {"batch_size": 0}}, r"per_depth.1: 'batch_size' must be >= 1"),
+    ([1], r"method_options.per_depth must map depths to train keys"),
+])
+def test_separate_per_depth_values_are_checked_before_training(tiny_bert, pairs_file, per_depth, message):
+    with pytest.raises(train.ConfigError, match=message):
+        train.validate(config(tiny_bert, pairs_file, method="separate", method_options={"per_depth": per_depth}))
+
+
 def test_st_matryoshka2d_trains_and_saves_sentence_transformers_format(tiny_bert, pairs_file, tmp_path):
     st = pytest.importorskip("sentence_transformers")
     out = tmp_path / "st"

@@ -433,10 +433,66 @@ def test_select_picks_the_highest_dev_grid_mean_and_the_first_of_a_tie(tmp_path)
     grids = {"m/sweep/lr=1": {1: dev_grid("a1", [10, 20]), 2: dev_grid("a2", [30, 40])},  # mean 25
              "m/sweep/lr=2": {1: dev_grid("b1", [30, 30]), 2: dev_grid("b2", [20, 20])},  # 25: a tie, later
              "m/sweep/lr=3": {1: dev_grid("c1", [0, 0]), 2: dev_grid("c2", [0, 100])}}  # 25 as well
-    records, best = select.select(candidates, grids)
-    assert [r["dev_grid_mean"] for r in records] == [25, 25, 25] and best["candidate"] == "lr=1"
+    records, best, per_depth = select.select(candidates, grids)
+    assert [r["dev_grid_mean"] for r in records] == [r["score"] for r in records] == [25, 25, 25]
+    assert best["candidate"] == "lr=1" and best["margin"] == 0 and per_depth is None
     grids["m/sweep/lr=3"][2] = dev_grid("c2", [0, 101])
     assert select.select(candidates, grids)[1]["values"] == {"lr": 3}
+    # on the top cell (layer 2) alone: lr=3's seeds score 0 and 101 there (50.5), lr=1's 20 and 40 (30)
+    records, best, _ = select.select(candidates, grids, "top")
+    assert [r["score"] for r in records] == [30, 25, 50.5] and best["candidate"] == "lr=3"
+    assert best["margin"] == pytest.approx(20.5)
+    # each depth on its own: layer 1 picks lr=1 (20 vs 25 vs 0: lr=2), layer 2 lr=3; the method's run is layer 2's
+    _, best, per_depth = select.select(candidates, grids, "each-depth")
+    assert {k: p["candidate"] for k, p in per_depth.items()} == {"1": "lr=2", "2": "lr=3"}
+    assert per_depth["1"]["score"] == 25 and per_depth["1"]["margin"] == 5 and best == per_depth["2"]
+
+
+def test_separate_picked_depth_by_depth_is_assembled_and_retrained_from_its_picks(tmp_path):
+    selection = {"picked": {"run": "separate/sweep/lr=2e-4", "candidate": "lr=2e-4", "values": {"lr": 2e-4}},
+                 "picked_per_depth": {"1": {"run": "separate/sweep/lr=6e-4", "candidate": "lr=6e-4",
+                                            "values": {"lr": 6e-4}},
+                                      "2": {"run": "separate/sweep/lr=2e-4", "candidate": "lr=2e-4",
+                                            "values": {"lr": 2e-4}}},
+                 "rule": "r"}
+    # the other seeds train each depth with its own pick: depth 1's lr in method_options.per_depth
+    write = load_script("write_train_config")
+    assert write.picked_settings(selection, {"method_options": {"dims": [8]}}) == {
+        "lr": 2e-4, "method_options": {"dims": [8], "per_depth": {1: {"lr": 6e-4}}}}
+    # the sweep seed's run links each depth's model, curve and record from that depth's pick
+    runs = tmp_path / "runs"
+    for lr in ("6e-4", "2e-4"):
+        run = runs / f"separate/sweep/lr={lr}/seed42"
+        for k in (1, 2):
+            (run / f"model_layers{k}").mkdir(parents=True)
+            (run / f"loss_layers{k}.csv").write_text(lr)
+            (run / f"train_info_layers{k}.json").write_text(json.dumps({"lr": lr}))
+        (run / "train_info.json").write_text(json.dumps({"config": {"lr": lr}}))
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
+    out = runs / "separate/seed42"
+    load_script("sweep_pick").pick(tmp_path / "selection.json", runs, 42, out)
+    assert (out / "model_layers1").resolve() == (runs / "separate/sweep/lr=6e-4/seed42/model_layers1").resolve()
+    assert (out / "model_layers2").resolve() == (runs / "separate/sweep/lr=2e-4/seed42/model_layers2").resolve()
+    assert [(out / f"loss_layers{k}.csv").read_text() for k in (1, 2)] == ["6e-4", "2e-4"]
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["sweep"]["picked_per_depth"]["1"]["candidate"] == "lr=6e-4"
+
+
+def test_every_method_declares_a_selection_target_the_schema_knows():
+    from twodmse import cells, methods
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    enum = schema["properties"]["method_settings"]["additionalProperties"]["properties"]["select_on"]["enum"]
+    assert sorted(enum) == sorted(cells.CELL_SETS)
+    assert {m: methods.select_on(m) for m in methods.names()} == {
+        "baseline": "top", "full": "all", "separate": "each-depth", "mrl": "last", "2dmse": "all",
+        "starbucks": "starbucks-diagonal", "relational": "all", "st-matryoshka2d": "all"}
+
+
+def test_each_depth_on_a_single_model_method_stops_with_one_message(tmp_path):
+    config = {**load_config("ci"), "method_settings": {"baseline": {"select_on": "each-depth"}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = _short_config_error(snakemake("-n", "--configfile", tmp_path / "config.yaml", "-d", tmp_path / "wd"))
+    assert "config key 'method_settings.baseline.select_on': each-depth picks each depth's model" in out, out
 
 
 @pytest.mark.e2e
@@ -456,13 +512,17 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
     results = wd / "results/tiny"
     for method in ("baseline",):
         selection = json.loads((results / method / "sweep/selection.json").read_text())
-        means = {}
-        for cand in ("lr=1e-4", "lr=1e-3"):  # the dev grid mean, recomputed from the candidate's dev grid
+        means, tops = {}, {}
+        for cand in ("lr=1e-4", "lr=1e-3"):  # dev grid mean and (L, H) score, recomputed from the dev grid
             grid = pd.read_csv(results / method / "sweep" / cand / "seed1/grid.csv")
             assert set(grid.split) == {"dev"} and set(grid.dataset) == {"stsb"} and len(grid) == 9  # 3 x 3 cells
             means[cand] = grid.spearman.mean()
+            tops[cand] = grid.set_index(["layer", "dim"]).spearman[grid.layer.max(), grid.dim.max()]
         assert {c["candidate"]: c["dev_grid_mean"] for c in selection["candidates"]} == pytest.approx(means)
-        picked = max(means, key=means.get)
+        # baseline is picked on the one cell it trains
+        assert selection["target"] == "top" and selection["target_cells"] == "(L, H)"
+        assert {c["candidate"]: c["score"] for c in selection["candidates"]} == pytest.approx(tops)
+        picked = max(tops, key=tops.get)
         assert selection["picked"]["candidate"] == picked
         assert selection["picked"]["values"] == {"lr": {"lr=1e-4": 1e-4, "lr=1e-3": 1e-3}[picked]}
         # the method's run is the picked candidate's: its model(s), its provenance, scored on test
@@ -470,7 +530,8 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
         model = "model" if method == "baseline" else "model_layers3"
         assert (run / model).resolve() == (wd / "runs/tiny" / method / "sweep" / picked / "seed1" / model).resolve()
         info = json.loads((results / method / "seed1/train_info.json").read_text())
-        assert info["sweep"]["picked"]["candidate"] == picked and info["config"]["lr"] == selection["picked"]["values"]["lr"]
+        assert info["sweep"]["picked"]["candidate"] == picked
+        assert info["config"]["lr"] == selection["picked"]["values"]["lr"]
         grid = pd.read_csv(results / method / "seed1/grid.csv")
         assert set(grid.split) == {"test"} and (results / method / "seed1/bootstrap.npz").is_file()
         # seed 2: trained afresh (no sweep candidates at seed 2) with the picked values, scored on test

@@ -1,4 +1,5 @@
-"""Which (layer, width) cells: the default widths of every command and Starbucks' diagonal.
+"""Which (layer, width) cells: the default widths of every command, Starbucks' diagonal, and the named sets of cells
+that claims test and sweeps select on (cell_set).
 
 Plain Python (no torch), so the report and the claims name the same cells as training and evaluation.
 """
@@ -25,3 +26,25 @@ def starbucks_diagonal(num_layers, dims):
     widths = sorted(dims)[-min(num_layers, len(dims)):]
     K = len(widths)
     return [(math.floor(num_layers * i / K + 0.5), d) for i, d in zip(range(1, K + 1), widths)]
+
+
+# Named sets of cells, for claims (twodmse.claims) and selection targets (a method's SELECT_ON, twodmse.methods).
+CELL_SETS = {"all": "every cell", "shallow": "every width of layers 1..L-1", "top": "(L, H)",
+             "last": "every width of layer L", "last-reduced": "layer L, widths below H",
+             "shallow-full": "full width, layers 1..L-1", "starbucks-diagonal": "Starbucks' diagonal",
+             "each-depth": "(k, H) of each depth k on its own"}
+
+
+def cell_set(kind, layers, dims):
+    """The (layer, dim) cells of a named set (CELL_SETS) on a grid of these layers and widths; for 'each-depth',
+    {k: [(k, H)]}, one set per depth (separate's models, one per depth, are selected one by one)."""
+    L, H = max(layers), max(dims)
+    if kind == "each-depth":
+        return {n: [(n, H)] for n in layers}
+    return {"all": [(n, d) for n in layers for d in dims],
+            "shallow": [(n, d) for n in layers if n < L for d in dims],
+            "top": [(L, H)],
+            "last": [(L, d) for d in dims],
+            "last-reduced": [(L, d) for d in dims if d < H],
+            "shallow-full": [(n, H) for n in layers if n < L],
+            "starbucks-diagonal": starbucks_diagonal(L, dims)}[kind]

@@ -3,9 +3,9 @@
 Each claim is stated once below: its source, the two methods it compares, the cells it concerns and the margin
 the difference must clear. The statistic is the mean Spearman over those cells (mean over the STS test sets of the
 view); a claim "A beats B" is checked on A - B by stats.difference (difference of seed means; 95% interval from the
-paired test-pair bootstrap plus the seeds' spread, Student's t at the Welch-Satterthwaite degrees of freedom) and stats.verdict: holds when the whole interval is above the
-margin, fails when it is all below, inconclusive otherwise. The speed claim compares measured encode speedups with
-L/k. Only cached results are read (grids, bootstrap replicates, speed.csv); no torch.
+paired test-pair bootstrap plus the seeds' spread, Student's t at the Welch-Satterthwaite degrees of freedom) and
+stats.verdict: holds when the whole interval is above the margin, fails when it is all below, inconclusive otherwise.
+The speed claim compares measured encode speedups with L/k. Only cached results are read (grids, bootstrap replicates, speed.csv); no torch.
 
     from twodmse import claims
     rows = claims.check_all(per_seed, boots, speed)   # per_seed: method, seed, layer, dim, spearman
@@ -19,27 +19,29 @@ compared with <m>'s run at that seed, with the seed spread of <m>'s seeds on bot
 import numpy as np
 
 from . import stats
-from .cells import starbucks_diagonal
+from . import cells as cells_module
 
 TWODMSE = "Li et al. 2024, 2D Matryoshka Sentence Embeddings (arXiv:2402.14776)"
 IELAB = "ielab 2DMSE-Reproduce README @c7467c2 (BERT-S vs 2DMSE)"
 STARBUCKS = "ielab/Starbucks README Table A1 @2a3b24f"
+ST_2D = ("this suite: the two 2DMSE implementations, AnglE's (SeanLee97/AnGlE) and sentence-transformers' "
+         "losses/Matryoshka2dLoss.py, each tuned on its own dev grid mean")
 
 CLAIMS = [
     {"id": "2dmse-shallow", "a": "2dmse", "b": "baseline", "cells": "shallow", "margin": 0.0, "source": TWODMSE,
      "claim": "2DMSE's shallow layers beat those of a model trained at the last layer only"},
     {"id": "2dmse-top", "a": "2dmse", "b": "baseline", "cells": "top", "margin": -1.0, "source": TWODMSE,
      "claim": "2DMSE keeps the full model's quality at (L, H): no more than 1.0 point below it"},
-    # The same claim against the best-tuned full model we have: baseline is picked by its dev grid mean, which can
-    # favour a learning rate that helps the layers it never trains over its top cell.
-    {"id": "2dmse-top-separate", "a": "2dmse", "b": "separate", "cells": "top", "margin": -1.0, "source": TWODMSE,
-     "claim": "2DMSE keeps the full model's quality at (L, H), against separate's depth-L model (the baseline "
-              "recipe at separate's tuned learning rate)"},
     {"id": "2dmse-vs-mrl", "a": "2dmse", "b": "mrl", "cells": "last-reduced", "margin": 0.0, "source": TWODMSE,
      "claim": "2DMSE beats MRL at the reduced widths of the last layer"},
     {"id": "separate-vs-2dmse", "a": "separate", "b": "2dmse", "cells": "shallow-full", "margin": 0.0,
      "source": f"{IELAB}; {STARBUCKS} (BERT-Separate vs BERT-2DMSE)",
      "claim": "models trained separately for each depth beat 2DMSE at their depth"},
+    {"id": "2dmse-vs-st", "a": "2dmse", "b": "st-matryoshka2d", "cells": "all", "margin": 0.0, "source": ST_2D,
+     "claim": "our 2dmse (AnglE's recipe) beats sentence-transformers' Matryoshka2dLoss over every cell"},
+    {"id": "2dmse-vs-st-shallow", "a": "2dmse", "b": "st-matryoshka2d", "cells": "shallow", "margin": 0.0,
+     "source": ST_2D, "claim": "our 2dmse (AnglE's recipe) beats sentence-transformers' Matryoshka2dLoss at layers "
+                               "1..L-1"},
     {"id": "starbucks-diagonal", "a": "starbucks", "b": "2dmse", "cells": "starbucks-diagonal", "margin": 0.0,
      "source": f"{STARBUCKS} (BERT-SRL: the Starbucks loss without its SMAE pre-training, as our starbucks)",
      "claim": "Starbucks' diagonal beats 2DMSE on the diagonal"},
@@ -54,20 +56,12 @@ SPEED_CLAIM = {"id": "speed-layers", "source": "sentence-transformers Adaptive L
                "layers); the premise of 2DMSE's depth axis", "claim": "encoding with k of L layers is about L/k "
                "times faster (at least 0.8 L/k at every k)", "floor": 0.8}
 SPEED_COLUMNS = ["layers", "encode_speedup", "throughput_median", "throughput_iqr"]
-CELLS_TEXT = {"all": "every cell", "shallow": "every width of layers 1..L-1", "top": "(L, H)",
-              "last-reduced": "layer L, widths below H", "shallow-full": "full width, layers 1..L-1",
-              "starbucks-diagonal": "Starbucks' diagonal"}
+CELLS_TEXT = cells_module.CELL_SETS
 
 
 def claim_cells(kind, layers, dims):
     """The (layer, dim) cells a claim concerns, on a grid of these layers and widths."""
-    L, H = max(layers), max(dims)
-    return {"all": [(n, d) for n in layers for d in dims],
-            "shallow": [(n, d) for n in layers if n < L for d in dims],
-            "top": [(L, H)],
-            "last-reduced": [(L, d) for d in dims if d < H],
-            "shallow-full": [(n, H) for n in layers if n < L],
-            "starbucks-diagonal": starbucks_diagonal(L, dims)}[kind]
+    return cells_module.cell_set(kind, layers, dims)
 
 
 def seed_values(method, cells, per_seed, boots):
@@ -132,8 +126,8 @@ def check(claim, per_seed, boots, pair_seeds=False, cells=None):
         "" if min(d["seeds_a"], d["seeds_b"]) > 1 else ", seed spread not measurable")
     return {**row, **d, "verdict": verdict,
             "test": f"mean over {len(cells)} cell(s) of {a} - {b} = {d['diff']:+.2f}, 95% interval "
-                    f"[{d['lo']:+.2f}, {d['hi']:+.2f}] ({df_text(d['df'])}) against margin {claim['margin']:+.1f} ({seeds}; paired "
-                    f"bootstrap P({a} better) = {d['p_better']:.3f})"}
+                    f"[{d['lo']:+.2f}, {d['hi']:+.2f}] ({df_text(d['df'])}) against margin {claim['margin']:+.1f} "
+                    f"({seeds}; paired bootstrap P({a} better) = {d['p_better']:.3f})"}
 
 
 def best_elastic(dev):

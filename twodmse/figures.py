@@ -186,23 +186,24 @@ def fig_gain(cells, methods, baseline, title):
 
 
 def fig_sweep(sweep, methods, colors, title):
-    """Sweep: STS-B dev grid mean of each candidate (x: the swept values, in sweep order), one line per method,
-    the picked candidate ringed. sweep: rows of method, candidate, dev_grid_mean, picked."""
+    """Sweep: each candidate's STS-B dev score on its method's selection target (x: the swept values, in sweep
+    order), one line per method, the picked candidate ringed. sweep: rows of method, candidate, score, picked."""
     import matplotlib.pyplot as plt
     candidates = list(dict.fromkeys(sweep.candidate))  # sweep order, as selection.json lists them
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(candidates) + 3.5), 3.8), layout="constrained")
     for method in methods:
         s = sweep[sweep.method == method]
         x = [candidates.index(c) for c in s.candidate]
-        ax.plot(x, s.dev_grid_mean, marker="o", ms=4, color=colors[method], label=method)
+        ax.plot(x, s.score, marker="o", ms=4, color=colors[method], label=f"{method} ({s.target.iloc[0]})")
         best = s[s.picked]
-        ax.scatter([candidates.index(c) for c in best.candidate], best.dev_grid_mean, s=160, facecolors="none",
+        ax.scatter([candidates.index(c) for c in best.candidate], best.score, s=160, facecolors="none",
                    edgecolors=colors[method], linewidths=2)
     ax.set_xticks(range(len(candidates)), candidates)
-    ax.set_xlabel("swept values (ringed: picked, the highest dev grid mean)")
-    ax.set_ylabel("STS-B dev Spearman x100\n(grid mean)")
+    ax.set_xlabel("swept values (ringed: picked, the highest score on the method's target)")
+    ax.set_ylabel("STS-B dev Spearman x100\n(mean over the target's cells)")
     ax.grid(alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), title="method", fontsize=8, loc="outside right upper")
+    fig.legend(*ax.get_legend_handles_labels(), title="method (selection target)", fontsize=8,
+               loc="outside right upper")
     fig.suptitle(title)
     return fig
 

@@ -24,8 +24,8 @@ as runs: only the picked run is in the grid layout above.
 Optional bootstrap replicates (BOOT_GLOB, <results>/<backbone>/<method>/seed<k>/bootstrap.npz, written by
 `twodmse eval`) give the 'avg' view its uncertainty: whiskers on the curves, hatched gain cells that are not
 significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict, and every
-method against separate cell by cell), depth_* (separate, baseline, 2dmse, starbucks and the best elastic method
-per depth at full width, with each one's training cost from <results>/<backbone>/speed/train_step.csv when
+method against separate cell by cell), depth_* (separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best
+elastic method per depth at full width, with each one's training cost from <results>/<backbone>/speed/train_step.csv when
 benchmarks/train_step.py --csv wrote it) and ablations.md (each variant folder <m>-<change> against method <m>,
 tested the same way).
 
@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from twodmse import claims, stats
+from twodmse.cells import CELL_SETS
 from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto,
                              fig_published, fig_sweep, markdown, ordered, palette, published_for, save,
                              summary_table, write_tables)
@@ -57,7 +58,7 @@ DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package dat
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
 SEPARATE = "separate"  # one model per depth: every method's gap to it is drawn too
 # depth_*: these, and the best elastic method (claims.best_elastic), per depth with their training cost
-DEPTH_METHODS = [SEPARATE, "baseline", "2dmse", "starbucks"]
+DEPTH_METHODS = [SEPARATE, "baseline", "2dmse", "st-matryoshka2d", "starbucks"]
 TRAIN_COST = "speed/train_step.csv"  # under <results>/<backbone>/, written by benchmarks/train_step.py --csv
 TRAIN_COST_COLUMNS = ["method", "ms_median", "ms_q1", "ms_q3", "relative_to_baseline"]
 
@@ -171,16 +172,25 @@ def with_intervals(cells, per_seed, boots, baseline):
 
 
 def load_sweeps(results):
-    """Every selection.json under results as rows of backbone, method, candidate, dev_grid_mean, picked;
-    None when there is none."""
+    """Every selection.json under results as rows of backbone, method, target, candidate, score (the dev score on the
+    method's selection target), dev_grid_mean, picked; a method whose depths were picked one by one (separate,
+    target each-depth) has a row per depth and candidate, method "<m> @k" scored on (k, H). None when there is none."""
     import json
     rows = []
     for path in sorted(Path(results).glob(SWEEP_GLOB)):
         try:
             sel = json.loads(path.read_text())
-            rows += [{"backbone": path.parts[-4], "method": path.parts[-3], "candidate": c["candidate"],
-                      "dev_grid_mean": float(c["dev_grid_mean"]),
-                      "picked": c["candidate"] == sel["picked"]["candidate"]} for c in sel["candidates"]]
+            where = {"backbone": path.parts[-4], "target": sel.get("target", "all")}  # before targets: grid mean
+            method = path.parts[-3]
+            for depth, pick in sel.get("picked_per_depth", {}).items():
+                rows += [{**where, "method": f"{method} @{depth}", "candidate": c["candidate"],
+                          "score": float(c["score"][depth]), "dev_grid_mean": float(c["dev_grid_mean"]),
+                          "picked": c["candidate"] == pick["candidate"]} for c in sel["candidates"]]
+            if "picked_per_depth" not in sel:
+                rows += [{**where, "method": method, "candidate": c["candidate"],
+                          "score": float(c.get("score", c["dev_grid_mean"])),
+                          "dev_grid_mean": float(c["dev_grid_mean"]),
+                          "picked": c["candidate"] == sel["picked"]["candidate"]} for c in sel["candidates"]]
         except (ValueError, KeyError, TypeError) as e:
             raise ReportError(f"{path}: not a sweep selection ({e!r}); rerun the workflow's rule select") from None
     return pd.DataFrame(rows) if rows else None
@@ -188,37 +198,55 @@ def load_sweeps(results):
 
 def load_dev_picks(results, backbone, sweeps):
     """Rows of method, layer, dim, spearman: each swept method's picked candidate on STS-B dev (its dev grids,
-    <results>/<backbone>/<method>/sweep/<candidate>/seed<k>/grid.csv, averaged over seeds); None without sweeps."""
+    <results>/<backbone>/<method>/sweep/<candidate>/seed<k>/grid.csv, averaged over seeds; for a method picked depth
+    by depth, layer k's rows from depth k's pick); None without sweeps."""
     if sweeps is None:
         return None
     rows = []
     for r in sweeps[(sweeps.backbone == backbone) & sweeps.picked].itertuples():
-        files = sorted((Path(results) / backbone / r.method / "sweep" / r.candidate).glob("seed*/grid.csv"))
+        method, _, depth = r.method.partition(" @")
+        files = sorted((Path(results) / backbone / method / "sweep" / r.candidate).glob("seed*/grid.csv"))
         if files:
             g = pd.concat([read_grid(f) for f in files])
-            g = g[(g.dataset == "stsb") & (g.split == "dev")].groupby(["layer", "dim"]).spearman.mean()
-            rows.append(g.reset_index().assign(method=r.method))
+            g = g[(g.dataset == "stsb") & (g.split == "dev") & ((g.layer == int(depth)) if depth else True)]
+            rows.append(g.groupby(["layer", "dim"]).spearman.mean().reset_index().assign(method=method))
     return pd.concat(rows, ignore_index=True) if rows else None
 
 
 def sweep_outputs(sweeps, backbone, out, formats):
-    """sweep_<backbone>: the dev grid mean of every candidate per method, the pick marked (figure and table)."""
+    """sweep_<backbone>: every candidate's dev score on its method's selection target, the pick marked (figure and
+    table, which also names each target and gives each candidate's dev grid mean)."""
     s = sweeps[sweeps.backbone == backbone]
-    methods = ordered(s.method.unique())
+    base = ordered(s.method.str.partition(" @")[0].unique())  # "separate @2" sorts with separate, by depth
+    methods = sorted(s.method.unique(),
+                     key=lambda m: (base.index(m.partition(" @")[0]), int(m.partition(" @")[2] or 0)))
     title = f"{backbone}: sweep, candidates scored on STS-B dev"
     written = save(fig_sweep(s, methods, palette(methods), title), out, f"sweep_{slug(backbone)}", formats)
-    table = s.pivot(index="method", columns="candidate", values="dev_grid_mean").loc[methods,
-                                                                                    list(dict.fromkeys(s.candidate))]
-    table.insert(0, "picked", [s[(s.method == m) & s.picked].candidate.iloc[0] for m in methods])
-    caption = (f"{title}: grid mean Spearman x100 over every (layer, dim) cell and seed; the picked candidate "
-               f"(highest) is the method's run in the other figures and tables.")
     candidates = list(dict.fromkeys(s.candidate))
+    table = s.pivot(index="method", columns="candidate", values="score").loc[methods, candidates]
+    grid_mean = s.pivot(index="method", columns="candidate", values="dev_grid_mean").loc[methods, candidates]
+    table.insert(0, "target", [s[s.method == m].target.iloc[0] for m in methods])
+    table.insert(1, "picked", [s[(s.method == m) & s.picked].candidate.iloc[0] for m in methods])
+    table.insert(2, "margin", [margin(s[s.method == m]) for m in methods])
+    caption = (f"{title}: each candidate's score on its method's selection target (mean Spearman x100 over those "
+               f"cells and the sweep's seeds; targets: " + "; ".join(f"{k}: {CELL_SETS[k]}" for k in
+                                                                     dict.fromkeys(table.target)) +
+               "); the picked candidate (highest) is the method's run in the other figures and tables; margin: "
+               "the pick's lead over the runner-up. `<m> @k`: depth k of a method whose depths are picked one by "
+               "one. Below, the dev grid mean of every candidate, for comparison.")
     edge = [m for m in methods if len(candidates) > 2 and table.loc[m, "picked"] in (candidates[0], candidates[-1])]
     if edge:  # a pick at the first or last value: the best value may lie beyond the swept range
         caption += f" Picked at an end of the swept values, so the best may lie beyond them: {', '.join(edge)}."
     written.append(write_text(Path(out) / f"sweep_{slug(backbone)}.md",
-                              f"{caption}\n\n{markdown(table.reset_index())}"))
+                              f"{caption}\n\n{markdown(table.reset_index())}\n\nDev grid mean (every cell):\n\n"
+                              f"{markdown(grid_mean.reset_index())}"))
     return written
+
+
+def margin(rows):
+    """The picked candidate's lead over the runner-up on its target score; NaN with one candidate."""
+    scores = rows.score.sort_values(ascending=False).tolist()
+    return scores[0] - scores[1] if len(scores) > 1 else float("nan")
 
 
 def load_speed(path):
@@ -524,8 +552,8 @@ def add_cli(subparsers):
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
                "curves_* (score per layer at several widths, 95% whiskers), gain_* (method minus baseline; "
                "hatched: not significant), gap_separate_* (the same against separate, one model per depth), "
-               "depth_* (per depth at full width: separate, baseline, 2dmse, starbucks and the best elastic "
-               "method, with training cost from RESULTS/<backbone>/speed/train_step.csv), "
+               "depth_* (per depth at full width: separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best "
+               "elastic method, with training cost from RESULTS/<backbone>/speed/train_step.csv), "
                "claims.md (published claims and every method against separate, with computed verdicts), "
                "ablations.md (a folder <m>-<change> against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "

@@ -8,7 +8,9 @@ holds its docstring (paper, upstream code and commit, what it supervises) and ei
             trained by twodmse.train's loop, or
   train     train(cfg, out, resume) -> model folder, for a method that trains its own way (separate,
             st-matryoshka2d), with a module-level OPTIONS (None: handed on unchecked),
-and may define check_config(cfg, source) for rules on the rest of the training config.
+and SELECT_ON, the cells a sweep picks its values on (a name of twodmse.cells.CELL_SETS: "all" for an elastic
+method, "top" for baseline, ...; "all" when left out), and may define check_config(cfg, source) for rules on the
+rest of the training config.
 
     from twodmse import methods
     methods.names()                                  # ('baseline', 'mrl', '2dmse', ...), the order reports use
@@ -69,6 +71,15 @@ def options(name):
     """The method_options a method accepts ({option: default}), or None when they pass through unchecked."""
     module = get(name)
     return module.Method.OPTIONS if hasattr(module, "Method") else module.OPTIONS
+
+
+def select_on(name):
+    """The cells a sweep selects method `name` on (its module's SELECT_ON; "all" when it declares none)."""
+    from ..cells import CELL_SETS
+    kind = getattr(get(name), "SELECT_ON", "all")
+    if kind not in CELL_SETS:
+        raise UserError(f"method {name!r}: SELECT_ON = {kind!r} is not one of {', '.join(CELL_SETS)}")
+    return kind
 
 
 def trains_itself(name):

@@ -12,6 +12,9 @@ Options: dims (the widths W has columns for; only the full width is supervised).
 """
 from .grid import GridMethod
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): (L, H), the one cell it trains.
+SELECT_ON = "top"
+
 
 class Method(GridMethod):
     name = "baseline"

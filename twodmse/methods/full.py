@@ -16,6 +16,9 @@ import torch
 
 from .grid import GridMethod, weights
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
+SELECT_ON = "all"
+
 
 class Method(GridMethod):
     name = "full"

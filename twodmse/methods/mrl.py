@@ -12,6 +12,9 @@ Options: dims (training widths; default: the hidden size and the powers of two b
 """
 from .grid import GridMethod
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): the last layer's widths, the ones it trains.
+SELECT_ON = "last"
+
 
 class Method(GridMethod):
     name = "mrl"

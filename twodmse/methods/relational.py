@@ -23,6 +23,9 @@ import torch
 from .. import losses
 from . import full
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
+SELECT_ON = "all"
+
 OFF = -1e30  # a row's similarity to itself: exp() underflows to 0 and differences stay finite (no 0 * inf)
 
 

@@ -8,7 +8,9 @@ Outputs per depth: out/model_layers{k}/, loss_layers{k}.csv, train_info_layers{k
 summarises them.
 
 Options: dims (as baseline), top_model (the model folder of the baseline run with the same settings: its full
-depth is copied instead of trained again, after checking that its train_info.json config matches).
+depth is copied instead of trained again, after checking that its train_info.json config matches), per_depth
+({k: {train key: value}}: depth k's own values, e.g. {1: {lr: 6.0e-4}}; a sweep picks each depth on its own cell,
+SELECT_ON below, and the workflow trains its other seeds with these picks).
 
     twodmse train --config configs/train/stsb.yaml --method separate --out runs/separate
 """
@@ -20,7 +22,35 @@ from .. import backbone, checkpoint, distributed, util
 from ..train_config import ConfigError, changed_keys
 from .baseline import Method as Baseline
 
-OPTIONS = {**Baseline.OPTIONS, "top_model": None}
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): each depth's model on its own (k, H).
+SELECT_ON = "each-depth"
+
+OPTIONS = {**Baseline.OPTIONS, "top_model": None, "per_depth": None}
+# Train keys a depth may set for itself: what a sweep can vary (model, method, seed and device are the run's).
+RUN_KEYS = ("model", "method", "method_options", "seed", "device")
+
+
+def check_config(cfg, source):
+    """per_depth: depths >= 1, each with train keys whose values pass the train config's own checks."""
+    from ..train_config import validate
+    per_depth = cfg["method_options"].get("per_depth")
+    if per_depth is None:
+        return
+    example = "e.g. per_depth: {1: {lr: 6.0e-4}}"
+    if not isinstance(per_depth, dict):
+        raise ConfigError(f"{source}: method_options.per_depth must map depths to train keys, {example}")
+    for k, values in per_depth.items():
+        key = f"method_options.per_depth.{k}"
+        if not str(k).isdigit() or int(k) < 1 or not isinstance(values, dict):
+            raise ConfigError(f"{source}: {key}: a depth (1, 2, ...) with a mapping of train keys, {example}")
+        if fixed := sorted(set(values) & set(RUN_KEYS)):
+            raise ConfigError(f"{source}: {key}: {fixed} belong to the whole run, not to one depth")
+        validate({**cfg, **values, "method": "baseline", "method_options": {}}, f"{source}: {key}")
+
+
+def depth_settings(cfg):
+    """{depth: its train keys} from method_options.per_depth (YAML or JSON may give the depths as text)."""
+    return {int(k): v for k, v in (cfg["method_options"].get("per_depth") or {}).items()}
 
 
 def train(cfg, out, resume=True):
@@ -30,11 +60,16 @@ def train(cfg, out, resume=True):
         (out / "train_info.json").unlink(missing_ok=True)
     num_layers = backbone.load(cfg["model"]).num_layers
     top = cfg["method_options"].get("top_model")
-    depth_cfg = {**cfg, "method_options": {k: v for k, v in cfg["method_options"].items() if k != "top_model"}}
-    runs = {k: run_one(depth_cfg, checkpoint.paths(out, f"_layers{k}"), "baseline", layers=k, resume=resume)
+    own = depth_settings(cfg)
+    if too_deep := [k for k in own if k > num_layers]:
+        raise ConfigError(f"method_options.per_depth: depth(s) {too_deep} beyond the model's {num_layers} layers")
+    shared = {**cfg, "method_options": {k: v for k, v in cfg["method_options"].items()
+                                        if k not in ("top_model", "per_depth")}}
+    depth_cfg = {k: {**shared, **own.get(k, {})} for k in range(1, num_layers + 1)}
+    runs = {k: run_one(depth_cfg[k], checkpoint.paths(out, f"_layers{k}"), "baseline", layers=k, resume=resume)
             for k in range(1, num_layers + (0 if top else 1))}
     if top:
-        runs[num_layers] = _reuse_top(depth_cfg, top, checkpoint.paths(out, f"_layers{num_layers}"))
+        runs[num_layers] = _reuse_top(depth_cfg[num_layers], top, checkpoint.paths(out, f"_layers{num_layers}"))
     if distributed.is_main():
         util.write_json(out / "train_info.json", util.provenance(cfg, models={
             k: {key: r.get(key) for key in ("model_dir", "steps", "wall_time_s", "final_loss")}

@@ -21,6 +21,9 @@ from .. import backbone, cells, checkpoint, data, distributed, util
 from ..export import save_sentence_transformer
 from ..train_config import ConfigError
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
+SELECT_ON = "all"
+
 OPTIONS = None  # handed to Matryoshka2dLoss unchecked
 
 

@@ -20,6 +20,9 @@ from .. import losses
 from ..cells import STARBUCKS_WIDTHS_12x768, starbucks_diagonal
 from .grid import GridMethod
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): the diagonal it trains.
+SELECT_ON = "starbucks-diagonal"
+
 KL_WEIGHT = 0.3  # ielab/Starbucks: kl_temperature, used as the weight of the KL term
 
 

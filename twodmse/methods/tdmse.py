@@ -29,6 +29,9 @@ from .. import losses
 from ..cells import default_dims
 from .grid import GridMethod
 
+# A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
+SELECT_ON = "all"
+
 
 class Method(GridMethod):
     name = "2dmse"

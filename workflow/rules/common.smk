@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from twodmse import methods as twodmse_methods
+from twodmse.cells import CELL_SETS
 
 # workflow/, found from this file (workflow.basedir is the folder of the entry Snakefile, the repository root).
 WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
@@ -102,6 +103,7 @@ BACKBONES = config["backbones"]
 METHODS = config["methods"]
 SEEDS = config["seeds"]
 SETTINGS = config["method_settings"]
+TRAINED = [m for m in METHODS if m != UNTRAINED]
 
 
 def base_method(name):
@@ -109,6 +111,15 @@ def base_method(name):
     ("m/sweep/lr=1e-4": m's; a method name has no '/')."""
     name = name.split("/sweep/")[0]
     return SETTINGS.get(name, {}).get("method", name)
+
+
+# method_settings keys of the workflow's own, not `twodmse train` keys: left out of every run's training config.
+WORKFLOW_KEYS = ("method", "select_on")
+
+
+def select_target(method):
+    """The cells a method's sweep picks on: method_settings.<m>.select_on, else its method file's SELECT_ON."""
+    return SETTINGS.get(method, {}).get("select_on") or twodmse_methods.select_on(base_method(method))
 
 
 def check_methods():
@@ -123,11 +134,15 @@ def check_methods():
             print(f"note: variant method_settings.{name} is not in `methods`, so it is not run", file=sys.stderr)
     if UNTRAINED in SETTINGS:
         raise ValueError(f"config: method_settings.{UNTRAINED}: the untrained backbone has no training settings")
+    for name in TRAINED:
+        if select_target(name) == "each-depth" and base_method(name) != "separate":
+            raise WorkflowError(f"config key 'method_settings.{name}.select_on': each-depth picks each depth's model "
+                                f"on its own, and only separate has one model per depth; choose one of "
+                                f"{', '.join(k for k in CELL_SETS if k != 'each-depth')}")
 
 
 check_methods()
 
-TRAINED = [m for m in METHODS if m != UNTRAINED]
 
 # ---------------------------------------------------------------- sweep
 # With `sweep: {key: [values]}` every trained method m is trained once per combination of values: the candidate
@@ -289,8 +304,7 @@ Run = namedtuple("Run", "backbone method seed")  # the wildcards of one run, out
 def run_settings(w):
     """Shared train keys, then the method's overrides, then (for a sweep candidate) the swept values."""
     method, swept = CANDIDATES.get(w.method, (w.method, {}))
-    settings = dict(SETTINGS.get(method, {}))
-    settings.pop("method", None)
+    settings = {k: v for k, v in SETTINGS.get(method, {}).items() if k not in WORKFLOW_KEYS}
     return {**config["train"], **settings, **swept,
             "model": backbone_model(w.backbone), "method": base_method(w.method), "seed": int(w.seed)}
 

@@ -79,8 +79,8 @@ rule combine_separate:
 
 
 # Sweep (config `sweep:`): each candidate m/sweep/<values> of a method m was trained and scored on STS-B dev by the
-# rules above (results/<backbone>/m/sweep/<values>/seed<k>/grid.csv, split dev). select picks m's best by dev grid
-# mean; sweep_pick makes the picked candidate run m itself, which rule evaluate then scores on test as usual.
+# rules above (results/<backbone>/m/sweep/<values>/seed<k>/grid.csv, split dev). select picks m's best by its dev
+# score on m's selection target (every cell for an elastic method, (L, H) for baseline, ...); sweep_pick makes the picked candidate run m itself, which rule evaluate then scores on test as usual.
 
 localrules:
     select,
@@ -91,7 +91,8 @@ ruleorder: sweep_pick > train  # a method's run at a sweep seed is its pick, not
 
 
 rule select:
-    """Pick a method's sweep candidate with the highest STS-B dev grid mean (over cells and seeds)."""
+    """Pick a method's sweep candidate by its mean STS-B dev score over the method's selection target (the cells it
+    is for: SELECT_ON in its method file, or method_settings.<m>.select_on), averaged over seeds."""
     input:
         lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method) for s in SWEEP_SEEDS],
     output:
@@ -102,6 +103,7 @@ rule select:
         candidates=lambda w: {c: CANDIDATES[c][1] for c in candidates_of(w.method)},
         seeds=SWEEP_SEEDS,
         sweep=SWEEP,
+        target=lambda w: select_target(w.method),
     log:
         "runs/logs/select/{backbone}/{method}.log",
     conda:

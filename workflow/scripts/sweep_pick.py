@@ -2,13 +2,25 @@
 
 runs/<b>/<m>/seed<k>/ gets links to the candidate's model folder(s) (model/, or model_layers<k>/ for separate),
 copies of its loss curves, and its train_info.json with a `sweep` entry (the picked values and selection.json),
-written last as the marker. Evaluation, train_log and the report then see the method's run as usual."""
+written last as the marker. Where separate's depths were picked one by one (picked_per_depth), model_layers<k>/ and
+its loss curve and record come from depth k's pick. Evaluation, train_log and the report then see the method's run
+as usual."""
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 from twodmse import util
+
+
+def source_of(entry, selection, runs, seed):
+    """The candidate run folder an entry of the picked run comes from: depth k's pick for model_layers<k>/ and its
+    files, else the method's pick."""
+    depth = re.search(r"_?layers(\d+)", entry)
+    per_depth = selection.get("picked_per_depth", {})
+    picked = per_depth[depth.group(1)] if depth and depth.group(1) in per_depth else selection["picked"]
+    return Path(runs) / picked["run"] / f"seed{seed}"
 
 
 def pick(selection_file, runs, seed, out):
@@ -22,14 +34,17 @@ def pick(selection_file, runs, seed, out):
                 entry.unlink()
             else:
                 shutil.rmtree(entry)
-    for entry in sorted(source.iterdir()):
-        if entry.name.startswith("model"):
-            (out / entry.name).symlink_to(os.path.relpath(entry, out), target_is_directory=True)
-        elif entry.name.startswith("loss") or (entry.name.startswith("train_info") and entry.name != "train_info.json"):
-            shutil.copy2(entry, out / entry.name)
+    for name in sorted(e.name for e in source.iterdir()):
+        entry = source_of(name, selection, runs, seed) / name
+        if name.startswith("model"):
+            (out / name).symlink_to(os.path.relpath(entry, out), target_is_directory=True)
+        elif name.startswith("loss") or (name.startswith("train_info") and name != "train_info.json"):
+            shutil.copy2(entry, out / name)
     info = json.loads((source / "train_info.json").read_text())
     info["sweep"] = {"picked": selection["picked"], "selection": str(selection_file), "rule": selection["rule"],
                      "trained_in": str(source)}
+    if "picked_per_depth" in selection:
+        info["sweep"]["picked_per_depth"] = selection["picked_per_depth"]
     util.write_json(out / "train_info.json", info)
     return source
 
