@@ -344,12 +344,13 @@ SWEEP_ARG = "sweep={lr: [1.0e-4, 1.0e-3]}"  # --config passes the values as text
 def test_study_config_is_the_default_run_plus_separate_a_sweep_and_seeds():
     cfg = load_config("study")
     assert cfg.pop("sweep") == {"lr": [2.0e-5, 6.0e-5, 2.0e-4, 6.0e-4, 2.0e-3]}
-    assert cfg.pop("sweep_seeds") == [42] and cfg.pop("seeds") == [42, 43, 44]
+    assert cfg.pop("sweep_seeds") == [42] and cfg.pop("seeds") == [42, 43, 44] and cfg.pop("sweep_settle") is True
     default = load_config("default")
     default.pop("seeds")
     # separate and issue 13's elastic ideas cost too much time for the default run
     assert cfg.pop("methods") == default.pop("methods") + ["separate", "relational", "full-heads", "relational-heads",
-                                                            "relational-heads-dimlinear", "relational-heads-llr1.25"]
+                                                            "relational-heads-dimlinear", "relational-heads-llr1.25",
+                                                            "st-matryoshka2d"]
     assert cfg == default
     validate(load_config("study"))
 
@@ -362,7 +363,7 @@ def test_default_recipe_uses_the_committed_sweep_picks():
         assert cfg["method_settings"][method]["lr"] == selection["picked"]["values"]["lr"], method
 
 
-def test_study_dry_run_sweeps_at_one_seed_and_trains_the_picks_at_the_others(tmp_path):
+def test_study_dry_run_sweeps_at_one_seed_and_settles_the_two_best_at_the_others(tmp_path):
     result = snakemake("-n", "--configfile", "configs/study.yaml", "-d", tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
     cfg = load_config("study")
@@ -370,19 +371,33 @@ def test_study_dry_run_sweeps_at_one_seed_and_trains_the_picks_at_the_others(tmp
     trained = [m for m in cfg["methods"] if m != "untrained"]
     separate = [m for m in trained if settings.get(m, {}).get("method", m) == "separate"]
     n_values, n_seeds, n_sweep = len(cfg["sweep"]["lr"]), len(cfg["seeds"]), len(cfg["sweep_seeds"])
-    n_picked = n_seeds - n_sweep  # seeds where each method trains its pick afresh
+    n_settle = 2 * (n_seeds - n_sweep)  # the two best candidates at each other seed
     counts = job_counts(result.stdout)
-    assert counts["train"] == counts["train_config"] == len(trained) * (n_values * n_sweep + n_picked)  # 6 x 6
-    assert counts["select"] == len(trained)  # one per method: 6
-    assert counts["sweep_pick"] == len(trained) * n_sweep  # the sweep seed's run is the pick itself
+    assert counts["train"] == counts["train_config"] == len(trained) * (n_values * n_sweep + n_settle)  # 12 x 9
+    assert counts["shortlist"] == counts["select"] == len(trained)  # one each per method
+    assert counts["sweep_pick"] == len(trained) * n_seeds  # every seed's run is a pick's run, none trained afresh
     assert counts["train_log"] == len(trained) * n_seeds  # every seed of every method reaches results
-    # one dev evaluation per candidate, one test evaluation per method and seed, untrained once
-    assert counts["evaluate"] == (len(trained) - len(separate)) * (n_values * n_sweep + n_seeds) + 1
-    assert counts["combine_separate"] == len(separate) * (n_values * n_sweep + n_seeds)
+    # dev evaluations of candidates and settle runs, one test evaluation per method and seed, untrained once
+    assert counts["evaluate"] == (len(trained) - len(separate)) * (n_values * n_sweep + n_settle + n_seeds) + 1
+    assert counts["combine_separate"] == len(separate) * (n_values * n_sweep + n_settle + n_seeds)
     assert counts["mteb"] == (len(trained) - len(separate)) * n_seeds + 1
     assert "runs/minilm/baseline/sweep/lr=2e-5/seed42/train_config.yaml" in result.stdout
     assert "runs/minilm/baseline/sweep/lr=2e-5/seed43" not in result.stdout  # no sweep at the other seeds
-    # a picked-seed run is configured from its method's selection
+    # a settle run is configured from its method's shortlist, and the method's seed-43 run is a pick's
+    job = next(j for j in result.stdout.split("\n\n")
+               if "output: runs/minilm/baseline/settle/rank2/seed43/train_config.yaml" in j)
+    assert "input: results/minilm/baseline/sweep/shortlist.json" in job
+    job = next(j for j in result.stdout.split("\n\n") if "output: runs/minilm/baseline/seed43/train_info.json" in j)
+    assert "rule sweep_pick:" in job and "runs/minilm/baseline/settle/rank1/seed43/train_info.json" in job
+
+
+def test_without_settle_the_other_seeds_train_the_pick_afresh(tmp_path):
+    cfg = {**load_config("study"), "sweep_settle": False, "methods": ["baseline"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake("-n", "--configfile", tmp_path / "config.yaml", "-d", tmp_path / "wd")
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 5 + 2 and counts["sweep_pick"] == 1 and "shortlist" not in counts
     job = next(j for j in result.stdout.split("\n\n") if "output: runs/minilm/baseline/seed43/train_config.yaml" in j)
     assert "input: results/minilm/baseline/sweep/selection.json" in job
 
@@ -553,3 +568,48 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
     # a second call finds everything up to date (the links of sweep_pick do not look new)
     again = snakemake("-n", *args)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.e2e
+def test_settled_sweep_of_separate_picks_each_depth_and_links_the_picks_runs(tmp_path):
+    from twodmse import data
+    if not all(data.available("stsb", split=s) for s in ("train", "dev", "test")):
+        needs.missing("STS-B train, dev and test are not readable here (no data mirror and no embedded copy)")
+    wd = tmp_path / "wd"
+    # separate on the 3-layer tiny model, three lrs at seed 1, the two best of each depth settled at seed 2; up to
+    # the method's runs (their test scoring is the usual evaluation, tested above)
+    config = {**load_config("ci"), "methods": ["separate"], "seeds": [1, 2], "sweep_seeds": [1],
+              "sweep": {"lr": [1.0e-5, 1.0e-4, 1.0e-3]}, "sweep_settle": True}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"runs/tiny/separate/seed{s}/train_info.json" for s in (1, 2)]
+    args = ["--configfile", tmp_path / "config.yaml", "-d", wd, *targets]
+    result = snakemake(*args, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    results, runs = wd / "results/tiny/separate", wd / "runs/tiny/separate"
+    short = json.loads((results / "sweep/shortlist.json").read_text())["ranks"]
+    selection = json.loads((results / "sweep/selection.json").read_text())
+    assert selection["target"] == "each-depth" and selection["settled"] is True
+    for depth in ("1", "2", "3"):
+        # each depth's two best at seed 1, on its own (k, H) cell, recomputed from the candidates' dev grids
+        dev = {c: pd.read_csv(results / "sweep" / c / "seed1/grid.csv").set_index(["layer", "dim"]).spearman[
+            int(depth), 32] for c in ("lr=1e-5", "lr=1e-4", "lr=1e-3")}
+        best_two = sorted(dev, key=dev.get, reverse=True)[:2]
+        assert [short[r]["picked_per_depth"][depth]["candidate"] for r in ("1", "2")] == best_two
+        # the settle runs trained each depth at its rank's lr, and the pick is the better mean over both seeds
+        pick = selection["picked_per_depth"][depth]
+        ranks = {o["rank"]: o for o in pick["ranks"]}
+        for r, o in ranks.items():
+            settled = pd.read_csv(results / f"settle/rank{r}/seed2/grid.csv").set_index(["layer", "dim"])
+            assert o["score_per_seed"] == pytest.approx({"1": dev[o["candidate"]],
+                                                         "2": settled.spearman[int(depth), 32]})
+            info = json.loads((runs / f"settle/rank{r}/seed2/train_info_layers{depth}.json").read_text())
+            assert info["config"]["lr"] == o["values"]["lr"]
+        assert pick["rank"] == max(ranks, key=lambda r: (ranks[r]["score"], -r))
+        # the method's runs are the pick's: its candidate at seed 1, its settle run at seed 2
+        for seed, source in ((1, runs / "sweep" / pick["candidate"] / "seed1"),
+                             (2, runs / f"settle/rank{pick['rank']}/seed2")):
+            link = runs / f"seed{seed}/model_layers{depth}"
+            assert link.resolve() == (source / f"model_layers{depth}").resolve()
+    again = snakemake("-n", *args)
+    assert "Nothing to be done" in again.stdout + again.stderr
+

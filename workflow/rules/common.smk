@@ -1,4 +1,5 @@
 # Config checks, wildcards and the small helpers the rules share.
+import math
 import re
 import sys
 from collections import namedtuple
@@ -106,10 +107,15 @@ SETTINGS = config["method_settings"]
 TRAINED = [m for m in METHODS if m != UNTRAINED]
 
 
+def owner(name):
+    """The method name a run name belongs to: m for m, a sweep candidate "m/sweep/lr=1e-4" and a settle run
+    "m/settle/rank1" (a method name has no '/')."""
+    return re.split(r"/(?:sweep|settle)/", name)[0]
+
+
 def base_method(name):
-    """The training method behind a method name (itself, or what a variant names), or a sweep candidate's
-    ("m/sweep/lr=1e-4": m's; a method name has no '/')."""
-    name = name.split("/sweep/")[0]
+    """The training method behind a method name (itself, or what a variant names), or behind a run name's method."""
+    name = owner(name)
     return SETTINGS.get(name, {}).get("method", name)
 
 
@@ -180,6 +186,11 @@ CANDIDATES = sweep_candidates()
 # The seeds the candidates are trained at (scored on dev); at the other seeds each method trains its pick afresh.
 SWEEP_SEEDS = (config.get("sweep_seeds") or SEEDS) if CANDIDATES else []
 PICKED_SEEDS = [s for s in SEEDS if s not in SWEEP_SEEDS] if CANDIDATES else []
+# sweep_settle: the two best candidates at the sweep seeds are both trained at the other seeds too (the settle runs
+# "m/settle/rank1", "m/settle/rank2", scored on STS-B dev), and the pick is the better mean over all seeds; the pick's
+# runs at those seeds are then the method's own (rule sweep_pick links them), so only the runner-up costs extra.
+SETTLE = bool(config.get("sweep_settle")) and bool(PICKED_SEEDS)
+SETTLE_RANKS = list(range(1, 1 + min(2, math.prod(map(len, SWEEP.values()))))) if SETTLE else []
 if set(SWEEP_SEEDS) - set(SEEDS):
     raise WorkflowError(f"config key 'sweep_seeds': {sorted(set(SWEEP_SEEDS) - set(SEEDS))} not in `seeds` "
                         f"{SEEDS}; sweep_seeds picks which of the study's seeds the sweep runs on")
@@ -199,11 +210,18 @@ check_dev_split()
 
 # What `train` trains: the methods; with a sweep, their candidates (at SWEEP_SEEDS, where rule sweep_pick makes the
 # methods' runs from the picks) and the methods at PICKED_SEEDS (with the picked values, read from selection.json).
-TRAIN_RUNS = list(CANDIDATES) + (TRAINED if PICKED_SEEDS else []) if CANDIDATES else TRAINED
+def settle_runs(method):
+    return [f"{method}/settle/rank{r}" for r in SETTLE_RANKS]
+
+
+SETTLE_RUNS = [run for m in TRAINED for run in settle_runs(m)]
+TRAIN_RUNS = list(CANDIDATES) + (SETTLE_RUNS or (TRAINED if PICKED_SEEDS else [])) if CANDIDATES else TRAINED
 SEPARATE = [m for m in TRAINED if base_method(m) == "separate"]
 SINGLE = [m for m in TRAINED if m not in SEPARATE]  # one model folder per run
 SEPARATE_CANDIDATES = [c for c in CANDIDATES if base_method(c) == "separate"]
 SINGLE_CANDIDATES = [c for c in CANDIDATES if c not in SEPARATE_CANDIDATES]
+SEPARATE_SETTLE = [r for r in SETTLE_RUNS if base_method(r) == "separate"]
+SINGLE_SETTLE = [r for r in SETTLE_RUNS if r not in SEPARATE_SETTLE]
 
 
 def one_of(names):
@@ -303,7 +321,7 @@ Run = namedtuple("Run", "backbone method seed")  # the wildcards of one run, out
 
 def run_settings(w):
     """Shared train keys, then the method's overrides, then (for a sweep candidate) the swept values."""
-    method, swept = CANDIDATES.get(w.method, (w.method, {}))
+    method, swept = CANDIDATES.get(w.method, (owner(w.method), {}))
     settings = {k: v for k, v in SETTINGS.get(method, {}).items() if k not in WORKFLOW_KEYS}
     return {**config["train"], **settings, **swept,
             "model": backbone_model(w.backbone), "method": base_method(w.method), "seed": int(w.seed)}
@@ -386,8 +404,17 @@ def sweep_selections():
 
 
 def picked_values_input(w):
-    """A method's run at a PICKED_SEEDS seed is configured with the values its sweep selection picked."""
+    """A method's run at a PICKED_SEEDS seed is configured with the values its sweep selection picked, a settle run
+    with those of its rank in the method's shortlist."""
+    if w.method in SETTLE_RUNS:
+        return [f"results/{w.backbone}/{owner(w.method)}/sweep/shortlist.json"]
     return [f"results/{w.backbone}/{w.method}/sweep/selection.json"] if CANDIDATES and w.method in TRAINED else []
+
+
+def settle_grids(w):
+    """{rank: {seed: dev grid.csv}} of a method's settle runs (none without sweep_settle)."""
+    return {r: {s: f"results/{w.backbone}/{w.method}/settle/rank{r}/seed{s}/grid.csv" for s in PICKED_SEEDS}
+            for r in SETTLE_RANKS}
 
 
 def candidates_of(method):
@@ -403,4 +430,4 @@ def dev_eval_args():
 
 
 def run_eval_args(w):
-    return dev_eval_args() if w.method in CANDIDATES else eval_args()
+    return dev_eval_args() if w.method in CANDIDATES or w.method in SETTLE_RUNS else eval_args()

@@ -14,7 +14,7 @@ rule evaluate:
         info="results/{backbone}/{method}/seed{seed}/grid.json",
         boot="results/{backbone}/{method}/seed{seed}/bootstrap.npz",  # paired replicates (twodmse.stats)
     wildcard_constraints:
-        method=one_of(SINGLE + [UNTRAINED] + SINGLE_CANDIDATES),
+        method=one_of(SINGLE + [UNTRAINED] + SINGLE_CANDIDATES + SINGLE_SETTLE),
     params:
         model=model_of_run,
         args=run_eval_args,  # a sweep candidate: STS-B dev
@@ -38,7 +38,7 @@ rule evaluate_separate_layers:
     output:
         directory("runs/{backbone}/{method}/seed{seed}/eval"),
     wildcard_constraints:
-        method=one_of(SEPARATE + SEPARATE_CANDIDATES),
+        method=one_of(SEPARATE + SEPARATE_CANDIDATES + SEPARATE_SETTLE),
     params:
         run=lambda w: run_dir(w),
         args=run_eval_args,
@@ -69,7 +69,7 @@ rule combine_separate:
         info="results/{backbone}/{method}/seed{seed}/grid.json",
         boot="results/{backbone}/{method}/seed{seed}/bootstrap.npz",  # paired replicates (twodmse.stats)
     wildcard_constraints:
-        method=one_of(SEPARATE + SEPARATE_CANDIDATES),
+        method=one_of(SEPARATE + SEPARATE_CANDIDATES + SEPARATE_SETTLE),
     log:
         "runs/logs/combine_separate/{backbone}/{method}/seed{seed}.log",
     conda:
@@ -80,9 +80,13 @@ rule combine_separate:
 
 # Sweep (config `sweep:`): each candidate m/sweep/<values> of a method m was trained and scored on STS-B dev by the
 # rules above (results/<backbone>/m/sweep/<values>/seed<k>/grid.csv, split dev). select picks m's best by its dev
-# score on m's selection target (every cell for an elastic method, (L, H) for baseline, ...); sweep_pick makes the picked candidate run m itself, which rule evaluate then scores on test as usual.
+# score on m's selection target (every cell for an elastic method, (L, H) for baseline, ...); sweep_pick makes the
+# picked candidate run m itself, which rule evaluate then scores on test as usual. With sweep_settle, shortlist names
+# m's two best, the settle runs m/settle/rank1 and rank2 train them at the other seeds (scored on dev, as candidates),
+# and select picks the better over all seeds.
 
 localrules:
+    shortlist,
     select,
     sweep_pick,
 
@@ -90,11 +94,38 @@ localrules:
 ruleorder: sweep_pick > train  # a method's run at a sweep seed is its pick, not a new training
 
 
-rule select:
-    """Pick a method's sweep candidate by its mean STS-B dev score over the method's selection target (the cells it
-    is for: SELECT_ON in its method file, or method_settings.<m>.select_on), averaged over seeds."""
+rule shortlist:
+    """With sweep_settle: a method's two best candidates at the sweep seeds on its selection target (for separate,
+    each depth's two), which its settle runs train at the other seeds."""
     input:
         lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method) for s in SWEEP_SEEDS],
+    output:
+        "results/{backbone}/{method}/sweep/shortlist.json",
+    wildcard_constraints:
+        method=one_of(TRAINED if SETTLE else []),
+    params:
+        candidates=lambda w: {c: CANDIDATES[c][1] for c in candidates_of(w.method)},
+        seeds=SWEEP_SEEDS,
+        sweep=SWEEP,
+        target=lambda w: select_target(w.method),
+        ranks=SETTLE_RANKS,
+    log:
+        "runs/logs/shortlist/{backbone}/{method}.log",
+    conda:
+        "../envs/twodmse.yaml"
+    script:
+        "../scripts/select_sweep.py"
+
+
+rule select:
+    """Pick a method's sweep candidate by its mean STS-B dev score over the method's selection target (the cells it
+    is for: SELECT_ON in its method file, or method_settings.<m>.select_on), averaged over seeds; with sweep_settle,
+    the better of its shortlist's two over all seeds."""
+    input:
+        grids=lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method)
+                         for s in SWEEP_SEEDS],
+        shortlist=lambda w: [f"results/{w.backbone}/{w.method}/sweep/shortlist.json"] if SETTLE else [],
+        settled=lambda w: [p for seeds in settle_grids(w).values() for p in seeds.values()],
     output:
         "results/{backbone}/{method}/sweep/selection.json",
     wildcard_constraints:
@@ -104,6 +135,7 @@ rule select:
         seeds=SWEEP_SEEDS,
         sweep=SWEEP,
         target=lambda w: select_target(w.method),
+        settle=settle_grids,
     log:
         "runs/logs/select/{backbone}/{method}.log",
     conda:
@@ -114,15 +146,16 @@ rule select:
 
 rule sweep_pick:
     """The picked candidate's run as the method's run: links to its model(s), its loss curves and train_info.json
-    with the selection added."""
+    with the selection added (at a settle seed, the settle run of the picked rank)."""
     input:
         selection="results/{backbone}/{method}/sweep/selection.json",
-        trained=lambda w: [f"runs/{w.backbone}/{c}/seed{w.seed}/train_info.json" for c in candidates_of(w.method)],
+        trained=lambda w: [f"runs/{w.backbone}/{c}/seed{w.seed}/train_info.json" for c in
+                           (candidates_of(w.method) if int(w.seed) in SWEEP_SEEDS else settle_runs(w.method))],
     output:
         "runs/{backbone}/{method}/seed{seed}/train_info.json",
     wildcard_constraints:
         method=one_of(TRAINED if CANDIDATES else []),
-        seed=one_of([str(s) for s in SWEEP_SEEDS]),
+        seed=one_of([str(s) for s in SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])]),
     params:
         runs=lambda w: f"runs/{w.backbone}",
         seed=lambda w: w.seed,

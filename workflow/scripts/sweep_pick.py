@@ -14,18 +14,23 @@ from pathlib import Path
 from twodmse import util
 
 
+def run_of(picked, seed):
+    """The run a pick was trained in at this seed: its candidate, or (settled, at a settle seed) its settle run."""
+    return picked.get("runs", {}).get(str(seed), picked["run"])
+
+
 def source_of(entry, selection, runs, seed):
-    """The candidate run folder an entry of the picked run comes from: depth k's pick for model_layers<k>/ and its
-    files, else the method's pick."""
+    """The run folder an entry of the picked run comes from: depth k's pick for model_layers<k>/ and its files,
+    else the method's pick."""
     depth = re.search(r"_?layers(\d+)", entry)
     per_depth = selection.get("picked_per_depth", {})
     picked = per_depth[depth.group(1)] if depth and depth.group(1) in per_depth else selection["picked"]
-    return Path(runs) / picked["run"] / f"seed{seed}"
+    return Path(runs) / run_of(picked, seed) / f"seed{seed}"
 
 
 def pick(selection_file, runs, seed, out):
     selection = json.loads(Path(selection_file).read_text())
-    source = Path(runs) / selection["picked"]["run"] / f"seed{seed}"
+    source = Path(runs) / run_of(selection["picked"], seed) / f"seed{seed}"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for entry in out.iterdir():  # what an earlier pick (or run) left: models, curves, records

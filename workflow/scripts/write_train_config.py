@@ -1,8 +1,8 @@
 """Snakemake script (rule train_config): the `twodmse train --config` file of one run, from the rule's params.
 
-With a sweep, a method's run at a seed the sweep did not run at takes the values its selection.json picked; where
-separate's depths were picked one by one (picked_per_depth), a depth whose values differ from the full depth's gets
-them in method_options.per_depth."""
+With a sweep, a method's run at a seed the sweep did not run at takes the values its selection.json picked (a
+settle run, those of its rank in the method's shortlist.json); where separate's depths were picked one by one
+(picked_per_depth), a depth whose values differ from the full depth's gets them in method_options.per_depth."""
 import json
 from pathlib import Path
 
@@ -21,8 +21,12 @@ def picked_settings(selection, settings):
 
 def main(sm):
     settings = dict(sm.params.settings)
+    # A settle run ("m/settle/rank2") reads its method's shortlist: its rank there is its selection. (The rank is
+    # read from the run's name, not passed as a param: a new param would retrain every earlier run.)
+    rank = sm.wildcards.method.rpartition("/settle/rank")[2] if "/settle/rank" in sm.wildcards.method else None
     for selection in sm.input.picked:
-        settings.update(picked_settings(json.loads(Path(selection).read_text()), settings))
+        chosen = json.loads(Path(selection).read_text())
+        settings.update(picked_settings(chosen["ranks"][rank] if rank else chosen, settings))
     Path(sm.output[0]).write_text(yaml.safe_dump(settings, sort_keys=False))
     Path(sm.log[0]).write_text(f"wrote {sm.output[0]}" + (f" with the values picked in {sm.input.picked[0]}"
                                                           if sm.input.picked else "") + "\n")
