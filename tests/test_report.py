@@ -248,7 +248,7 @@ def test_default_grid_has_exact_published_twins():
 
 def test_sweep_table_names_picks_at_an_end_of_the_swept_values(tmp_path):
     rows = [{"backbone": "b", "method": m, "target": t, "candidate": c, "score": v, "dev_grid_mean": v - 1,
-             "picked": c == pick}
+             "picked": c == pick, "settled": False}
             for m, t, pick, values in [("baseline", "top", "lr=3", [1, 2, 3]), ("2dmse", "all", "lr=2", [1, 3, 2])]
             for c, v in zip(["lr=1", "lr=2", "lr=3"], values)]
     report.sweep_outputs(pd.DataFrame(rows), "b", tmp_path, ["png"])
@@ -268,14 +268,14 @@ def test_sweep_table_shows_each_target_its_scores_and_the_per_depth_picks(tmp_pa
     sweep.mkdir(parents=True)
     cands = [candidate(1, {"1": 70.0, "2": 75.0}, 70.0), candidate(2, {"1": 72.0, "2": 74.0}, 71.0)]
     (sweep / "selection.json").write_text(json.dumps({
-        "target": "each-depth", "candidates": cands, "picked": cands[0],
+        "target": "each-depth", "settled": True, "candidates": cands, "picked": cands[0],
         "picked_per_depth": {"1": cands[1], "2": cands[0]}}))
     sweeps = report.load_sweeps(tmp_path / "results")
     report.sweep_outputs(sweeps, "b", tmp_path, ["png"])
     text = (tmp_path / "sweep_b.md").read_text()
-    assert "| method | target | picked | margin | lr=1 | lr=2 |" in text
-    assert "| baseline | top | lr=1 | 1.00 | 80.00 | 79.00 |" in text  # picked on (L, H) though its grid mean is lower
-    assert "| separate @1 | each-depth | lr=2 | 2.00 | 70.00 | 72.00 |" in text
-    assert "| separate @2 | each-depth | lr=1 | 1.00 | 75.00 | 74.00 |" in text
+    assert "| method | target | picked | margin | settled | lr=1 | lr=2 |" in text
+    assert "| baseline | top | lr=1 | 1.00 | no | 80.00 | 79.00 |" in text  # picked on (L, H), not its grid mean
+    assert "| separate @1 | each-depth | lr=2 | 2.00 | yes | 70.00 | 72.00 |" in text
+    assert "| separate @2 | each-depth | lr=1 | 1.00 | yes | 75.00 | 74.00 |" in text
     assert "top: (L, H); each-depth: (k, H) of each depth k on its own" in text
     assert "| baseline | 60.00 | 66.00 |" in text  # the dev grid means, below

@@ -180,7 +180,9 @@ def load_sweeps(results):
     for path in sorted(Path(results).glob(SWEEP_GLOB)):
         try:
             sel = json.loads(path.read_text())
-            where = {"backbone": path.parts[-4], "target": sel.get("target", "all")}  # before targets: grid mean
+            # selections made before targets and settling: grid mean at the sweep seeds
+            where = {"backbone": path.parts[-4], "target": sel.get("target", "all"),
+                     "settled": bool(sel.get("settled"))}
             method = path.parts[-3]
             for depth, pick in sel.get("picked_per_depth", {}).items():
                 rows += [{**where, "method": f"{method} @{depth}", "candidate": c["candidate"],
@@ -228,12 +230,15 @@ def sweep_outputs(sweeps, backbone, out, formats):
     table.insert(0, "target", [s[s.method == m].target.iloc[0] for m in methods])
     table.insert(1, "picked", [s[(s.method == m) & s.picked].candidate.iloc[0] for m in methods])
     table.insert(2, "margin", [margin(s[s.method == m]) for m in methods])
+    table.insert(3, "settled", ["yes" if s[s.method == m].settled.iloc[0] else "no" for m in methods])
     caption = (f"{title}: each candidate's score on its method's selection target (mean Spearman x100 over those "
                f"cells and the sweep's seeds; targets: " + "; ".join(f"{k}: {CELL_SETS[k]}" for k in
                                                                      dict.fromkeys(table.target)) +
                "); the picked candidate (highest) is the method's run in the other figures and tables; margin: "
-               "the pick's lead over the runner-up. `<m> @k`: depth k of a method whose depths are picked one by "
-               "one. Below, the dev grid mean of every candidate, for comparison.")
+               "the pick's lead over the runner-up at the sweep seeds; settled: the two best were also trained at "
+               "the study's other seeds and the pick is the better mean over all seeds (selection.json has those "
+               "scores). `<m> @k`: depth k of a method whose depths are picked one by one. Below, the dev grid mean "
+               "of every candidate, for comparison.")
     edge = [m for m in methods if len(candidates) > 2 and table.loc[m, "picked"] in (candidates[0], candidates[-1])]
     if edge:  # a pick at the first or last value: the best value may lie beyond the swept range
         caption += f" Picked at an end of the swept values, so the best may lie beyond them: {', '.join(edge)}."
