@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from twodmse import backbone, cli, inference, train
+from twodmse import backbone, cli, inference, train, util
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = ["a man is playing guitar", "a woman is playing piano", "the dog is running on the road",
@@ -225,7 +225,7 @@ def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tm
     out = tmp_path / "killed"
     killed = run_cli(cfg_path, out, kill_at=5)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert torch.load(out / "checkpoint" / "state.pt", weights_only=False)["step"] == 3
+    assert torch.load(out / "checkpoint" / "state.pt", weights_only=True)["step"] == 3
     assert len(read_csv(out / "loss.csv")) == 5  # rows 4-5 were written after the checkpoint
     assert not (out / "model").exists()
 
@@ -297,10 +297,53 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_bert, pa
         train.train(config(tiny_bert, pairs_file, max_steps=6, save_every=2), out)
     msg = str(err.value)
     assert "loss is nan at step 4" in msg and str(out / "checkpoint") in msg and "lower lr" in msg
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (out / "model").exists() and not (out / "train_info.json").exists()
     assert [int(r["step"]) for r in read_csv(out / "loss.csv")] == [1, 2, 3]
+
+
+class RunsCode:
+    """A pickle that runs a command when it is unpickled (what a swapped state.pt could hold)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("bad", ["code", "truncated", "empty", "other-model", "not-a-state"])
+def test_a_bad_checkpoint_is_one_message_and_never_runs_code(tiny_bert, pairs_file, tmp_path, bad):
+    out, marker = tmp_path / "run", tmp_path / "ran"
+    cfg = config(tiny_bert, pairs_file, max_steps=2, save_every=2)
+    state = out / "checkpoint" / "state.pt"  # what the next call resumes from
+    state.parent.mkdir(parents=True)
+    if bad == "code":
+        torch.save({"config": RunsCode(marker)}, state)
+    elif bad == "empty":
+        state.write_bytes(b"")
+    elif bad == "not-a-state":
+        torch.save({"weights": torch.zeros(2)}, state)
+    else:  # a real checkpoint of a model of another size (killed after its step-2 checkpoint), or its first 1000 bytes
+        other = config(make_other_tiny(tmp_path), pairs_file, max_steps=4, save_every=2)
+        (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+        assert run_cli(tmp_path / "other.yaml", tmp_path / "o", kill_at=3).returncode == -signal.SIGKILL
+        theirs = torch.load(tmp_path / "o" / "checkpoint" / "state.pt", weights_only=True)
+        torch.save({**theirs, "config": train.validate(cfg)}, state)
+        if bad == "truncated":
+            state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(util.UserError, match=r"state.pt cannot be resumed from .*Fix: start over with --no-resume"):
+        train.train(cfg, out)
+    assert not marker.exists()
+    train.train(cfg, out, resume=False)  # and the way out works
+    assert (out / "train_info.json").is_file()
+
+
+def make_other_tiny(tmp_path):
+    from twodmse.backbone import make_tiny
+    return make_tiny(tmp_path / "other-bert", layers=3, hidden=48)
 
 
 # ------------------------------------------------------------------ inference and the other methods

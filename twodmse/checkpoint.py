@@ -25,7 +25,11 @@ def paths(out, tag=""):
 
 
 def rng_state():
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain containers, so state.pt loads with torch.load(weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -33,7 +37,9 @@ def rng_state():
 
 def set_rng_state(state):
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -53,12 +59,32 @@ def save(path, state):
     util.atomic_write(path, lambda tmp: torch.save(state, Path(tmp) / "state.pt"), folder=True)
 
 
+STATE_KEYS = ("model", "optimizer", "scheduler", "rng", "step", "csv_offset", "config", "wall_time_s")
+
+
 def load(path):
-    """(state, folder) of the newest complete checkpoint at path, or (None, None)."""
+    """(state, folder) of the newest complete checkpoint at path, or (None, None).
+
+    weights_only=True: a state.pt is tensors and plain containers only, so a file swapped for a pickle that runs
+    code is refused instead of run. A file that cannot be read that way (damaged, empty, truncated, written by
+    another program or an older twodmse) is one UserError naming it and the way out."""
     for folder in (path, path.with_name(f".{path.name}.old")):  # .old: killed between the two renames
-        if (folder / "state.pt").exists():
-            return torch.load(folder / "state.pt", map_location="cpu", weights_only=False), folder
+        file = folder / "state.pt"
+        if file.exists():
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file; each means the same here
+                raise unreadable(file, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
+            if missing:
+                raise unreadable(file, f"not a twodmse checkpoint: no {', '.join(missing)}")
+            return state, folder
     return None, None
+
+
+def unreadable(file, why):
+    return util.UserError(f"{file} cannot be resumed from ({why[:200]}). Fix: start over with --no-resume (it "
+                          f"removes the checkpoint), or choose another --out")
 
 
 def resume(files, cfg, enc, opt, sched):
@@ -74,12 +100,15 @@ def resume(files, cfg, enc, opt, sched):
     if len(state["rng"]) != size:
         raise ConfigError(f"{where} was written by {len(state['rng'])} training process(es); resume it with as "
                           f"many (now {size}), or start over with --no-resume or another --out.")
-    enc.model.load_state_dict(state["model"])
-    if state.get("heads") is not None:
-        enc.heads.load_state_dict(state["heads"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"][rank])
+    try:  # a checkpoint of another model, or with tensors of other shapes
+        enc.model.load_state_dict(state["model"])
+        if state.get("heads") is not None:
+            enc.heads.load_state_dict(state["heads"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][rank])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise unreadable(where / "state.pt", f"it does not fit this model: {str(e).splitlines()[0]}") from None
     print(f"resuming from {where} at step {state['step']}", file=sys.stderr)
     return state["step"], state["csv_offset"], state["wall_time_s"], where
 

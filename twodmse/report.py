@@ -25,8 +25,8 @@ Optional bootstrap replicates (BOOT_GLOB, <results>/<backbone>/<method>/seed<k>/
 `twodmse eval`) give the 'avg' view its uncertainty: whiskers on the curves, hatched gain cells that are not
 significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict, and every
 method against separate cell by cell), depth_* (separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best
-elastic method per depth at full width, with each one's training cost from <results>/<backbone>/speed/train_step.csv when
-benchmarks/train_step.py --csv wrote it) and ablations.md (each variant folder <m>-<change> against method <m>,
+elastic method per depth at full width, with each one's training cost from <results>/<backbone>/speed/train_step.csv
+when benchmarks/train_step.py --csv wrote it) and ablations.md (each variant folder <m>-<change> against method <m>,
 tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
