@@ -9,7 +9,8 @@ import sys
 from . import util
 
 # command -> module; each module defines add_cli(subparsers) that adds it and sets func=...
-COMMANDS = {"eval": "evaluate", "train": "train", "mteb": "mteb_eval", "speed": "speed", "report": "report"}
+COMMANDS = {"eval": "evaluate", "train": "train", "mteb": "mteb_eval", "speed": "speed", "report": "report",
+            "export": "export"}
 
 
 def build_parser(command=None):

@@ -1,7 +1,18 @@
-"""A trained encoder saved in sentence-transformers format: SentenceTransformer(path, truncate_dim=d) loads it.
+"""A trained encoder saved in sentence-transformers format: SentenceTransformer(path, truncate_dim=d) loads it;
+and `twodmse export`: one (layer, width) cell of it as a standalone sentence-transformers folder.
 
 HF weights + tokenizer + the classic sentence-transformers files (Transformer + Pooling modules; no Normalize
-module, so sentence-transformers returns our raw embedding). Loads in sentence-transformers v2 .. v6."""
+module, so sentence-transformers returns our raw embedding). Loads in sentence-transformers v2 .. v6.
+
+    twodmse export --model runs/full/model --layers 3 --dim 128 --out cell-3x128
+    SentenceTransformer("cell-3x128").encode(["a sentence"])   # [1, 128]: the cell's embedding
+
+An exported cell keeps only layers 1..k (the rest are not in the file, so encoding costs k layers), and ends in a
+Dense module: layer k's exit head (when the model has one) cut to its first d outputs, or the first d rows of the
+identity. sentence-transformers does not store `truncate_dim` in a saved folder, so the cut is part of the model
+and no argument is needed to get the cell's width."""
+import argparse
+import json
 from pathlib import Path
 
 from . import util
@@ -29,3 +40,64 @@ def _write(model, tokenizer, pooling, max_length, folder, heads=None):
         "pooling_mode_mean_sqrt_len_tokens": False})
     util.write_json(folder / "config_sentence_transformers.json", {
         "__version__": util.versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+
+
+IDENTITY = "torch.nn.modules.linear.Identity"  # sentence-transformers' name of Dense's activation: none
+
+
+def export_cell(model, layers=None, dim=None, out=None, pooling=None, max_length=None):
+    """Write cell (layers, dim) of `model` to `out` as a standalone sentence-transformers folder; returns out.
+
+    layers None: every layer; dim None: the full width."""
+    import torch
+
+    from . import backbone
+    enc = backbone.load(str(model), pooling=pooling, max_length=max_length, device="cpu", layers=layers)
+    k, hidden = enc.num_layers, enc.hidden_size
+    dim = dim or hidden
+    if not 1 <= dim <= hidden:
+        raise util.UserError(f"--dim {dim}: {model} is {hidden} wide; choose a width in 1..{hidden}")
+    head = enc.heads.maps[str(k)] if enc.heads is not None and str(k) in enc.heads.maps else None
+    weight, bias = (head.weight, head.bias) if head is not None else (torch.eye(hidden), torch.zeros(hidden))
+    dense = (weight[:dim].detach().clone(), bias[:dim].detach().clone()) if head is not None or dim < hidden else None
+
+    def write(folder):
+        _write(enc.model, enc.tokenizer, enc.pooling, enc.max_length, folder)
+        if dense is not None:
+            _write_dense(folder, *dense)
+    return util.atomic_write(Path(out), lambda tmp: write(Path(tmp)), folder=True)
+
+
+def _write_dense(folder, weight, bias):
+    """Append a Dense module (no activation) computing weight @ x + bias to a sentence-transformers folder."""
+    from safetensors.torch import save_file
+    modules = json.loads((folder / "modules.json").read_text())
+    path = f"{len(modules)}_Dense"
+    modules.append({"idx": len(modules), "name": str(len(modules)), "path": path,
+                    "type": "sentence_transformers.models.Dense"})
+    util.write_json(folder / "modules.json", modules)
+    util.write_json(folder / path / "config.json", {"in_features": weight.shape[1], "out_features": weight.shape[0],
+                                                     "bias": True, "activation_function": IDENTITY})
+    save_file({"linear.weight": weight.contiguous(), "linear.bias": bias.contiguous()},
+              folder / path / "model.safetensors")
+
+
+def add_cli(subparsers):
+    p = subparsers.add_parser(
+        "export", help="one (layer, width) cell as a standalone sentence-transformers model",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a trained model folder (or any model id or folder)")
+    p.add_argument("--layers", type=util.positive_int, help="keep layers 1..k (default: all)")
+    p.add_argument("--dim", type=util.positive_int, help="embedding width d (default: the hidden size)")
+    p.add_argument("--out", required=True, help="the folder to write (replaced whole if it exists)")
+    p.add_argument("--pooling", choices=["mean", "cls"], help="default: what the model folder declares")
+    p.add_argument("--max-length", type=util.positive_int, help="tokens per sentence (default: the model's)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    out = Path(args.out)
+    with util.output_lock(out.parent, "--out"):
+        export_cell(args.model, args.layers, args.dim, out, args.pooling, args.max_length)
+    print(f"wrote {out}: SentenceTransformer({str(out)!r}).encode(...) gives cell "
+          f"({args.layers or 'all layers'}, {args.dim or 'full width'})")

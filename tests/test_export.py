@@ -1,0 +1,67 @@
+"""`twodmse export`: one (layer, width) cell as a standalone sentence-transformers folder, equal to twodmse's cell."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import needs
+from twodmse import cli, inference, train
+
+SENTENCES = ["a man is playing guitar", "a woman is slicing an onion", "the cat sleeps on the mat",
+             "two dogs run through a field", "a child is reading a book"]
+
+
+def exported(model, layers, dim, out):
+    st = needs.module("sentence_transformers", "pip install 'sentence-transformers>=3'")
+    args = ["export", "--model", str(model), "--out", str(out)] + (["--layers", str(layers)] if layers else []) \
+        + (["--dim", str(dim)] if dim else [])
+    assert cli.main(args) == 0
+    return st.SentenceTransformer(str(out), device="cpu")
+
+
+def assert_same_cell(model, layers, dim, out):
+    st_model = exported(model, layers, dim, out)
+    ours = inference.load_elastic(model, layers=layers, dim=dim).encode(SENTENCES)
+    theirs = st_model.encode(SENTENCES, convert_to_numpy=True)
+    assert theirs.shape == ours.shape
+    assert np.abs(theirs - ours).max() <= 1e-5
+    return st_model
+
+
+def test_a_cell_of_a_model_with_exit_heads(tiny_bert, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"sentence1": a, "sentence2": b, "score": s}) + "\n"
+                             for a, b, s in zip(SENTENCES, SENTENCES[1:] + SENTENCES[:1], [1.0, 2.0, 3.0, 4.0, 5.0])))
+    model = train.train({"model": str(tiny_bert), "train_data": str(pairs), "method": "full", "exit_heads": True,
+                         "max_steps": 3, "lr": 1e-2, "batch_size": 4, "device": "cpu", "max_length": 16},
+                        tmp_path / "run")
+    # trained heads are not the identity, so layer 2's head must be in the export for the embeddings to match
+    from safetensors.torch import load_file
+    head = load_file(str(model / "exit_heads.safetensors"))["maps.2.weight"]
+    assert (head - torch.eye(32)).abs().max() > 1e-3
+    assert_same_cell(model, 2, 16, tmp_path / "cell")
+    config = json.loads((tmp_path / "cell" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2  # the layers above 2 are not in the folder
+    assert not (tmp_path / "cell" / "exit_heads.safetensors").exists()  # folded into the Dense module
+    # the top layer has no head: full width at full depth is the plain model, with no Dense module
+    assert_same_cell(model, None, None, tmp_path / "top")
+    assert not any(p.name.endswith("_Dense") for p in (tmp_path / "top").iterdir())
+
+
+def test_a_cell_of_minilm(tmp_path):
+    model = assert_same_cell(needs.minilm(), 3, 128, tmp_path / "cell")
+    assert model.encode(["one"]).shape == (1, 128)
+
+
+def test_a_width_beyond_the_model_is_one_line(tiny_bert, tmp_path, capsys):
+    assert cli.main(["export", "--model", str(tiny_bert), "--dim", "999", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twodmse export: error: --dim 999: ") and "is 32 wide; choose a width in 1..32" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_layers_must_be_positive(tiny_bert, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", "--model", str(tiny_bert), "--layers", "0", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
