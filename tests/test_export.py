@@ -1,5 +1,6 @@
 """`twodmse export`: one (layer, width) cell as a standalone sentence-transformers folder, equal to twodmse's cell."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,3 +66,22 @@ def test_layers_must_be_positive(tiny_bert, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["export", "--model", str(tiny_bert), "--layers", "0", "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2
+
+
+def test_a_saved_folder_loads_in_sentence_transformers_without_a_missing_pooler_report(tmp_path, capfd):
+    # backbone.load drops MiniLM's pooler; the saved folder gets the source's back, so nothing is MISSING
+    st = needs.module("sentence_transformers", "pip install 'sentence-transformers>=3'")
+    from safetensors.torch import load_file
+    from twodmse import backbone
+    from twodmse.export import save_sentence_transformer
+    source = needs.minilm()
+    enc = backbone.load(str(source))
+    folder = save_sentence_transformer(enc.model, enc.tokenizer, enc.pooling, enc.max_length, tmp_path / "m",
+                                       source=enc.path)
+    want = load_file(str(Path(source) / "model.safetensors"))
+    got = load_file(str(folder / "model.safetensors"))
+    assert torch.equal(got["pooler.dense.weight"], want["pooler.dense.weight"])
+    capfd.readouterr()
+    st.SentenceTransformer(str(folder), device="cpu")
+    out = capfd.readouterr()
+    assert "MISSING" not in out.out + out.err

@@ -18,15 +18,18 @@ from pathlib import Path
 from . import util
 
 
-def save_sentence_transformer(model, tokenizer, pooling, max_length, path, heads=None):
+def save_sentence_transformer(model, tokenizer, pooling, max_length, path, heads=None, source=None):
     """Write the model folder at path (swapped in whole: a kill never leaves half a model), with the exit heads'
-    file when there are heads (backbone.ExitHeads; sentence-transformers ignores it); returns path."""
-    return util.atomic_write(path, lambda tmp: _write(model, tokenizer, pooling, max_length, Path(tmp), heads),
-                             folder=True)
+    file when there are heads (backbone.ExitHeads; sentence-transformers ignores it); returns path. source: the
+    folder the weights were loaded from, whose pooler (which backbone.load drops) is written back."""
+    return util.atomic_write(path, lambda tmp: _write(model, tokenizer, pooling, max_length, Path(tmp), heads,
+                                                      source), folder=True)
 
 
-def _write(model, tokenizer, pooling, max_length, folder, heads=None):
+def _write(model, tokenizer, pooling, max_length, folder, heads=None, source=None):
     model.save_pretrained(folder)
+    if source is not None:
+        _restore_pooler(folder, source)
     if heads is not None:
         heads.save(folder)
     tokenizer.save_pretrained(folder)
@@ -40,6 +43,29 @@ def _write(model, tokenizer, pooling, max_length, folder, heads=None):
         "pooling_mode_mean_sqrt_len_tokens": False})
     util.write_json(folder / "config_sentence_transformers.json", {
         "__version__": util.versions(), "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+
+
+def _restore_pooler(folder, source):
+    """Put the source folder's pooler weights back into folder/model.safetensors.
+
+    backbone.load drops a BERT-like model's pooler (nothing here uses it), so save_pretrained writes none; but
+    sentence-transformers and AutoModel load the model with one and print a "pooler MISSING" report that reads like
+    an error. The pooler never trains here, so the source's is the trained model's too. Nothing is added when the
+    source has no pooler (a model built without one) or the saved weights already hold one."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    saved, sources = folder / "model.safetensors", sorted(Path(source).glob("*.safetensors"))
+    if not saved.is_file() or not sources:
+        return
+    state = load_file(str(saved))
+    if any(k.startswith("pooler.") for k in state):
+        return
+    pooler = {}
+    for path in sources:
+        with safe_open(str(path), "pt") as f:  # keys may carry the architecture's prefix: bert.pooler.dense.bias
+            pooler |= {k[k.index("pooler."):]: f.get_tensor(k) for k in f.keys() if "pooler." in k}
+    if pooler:
+        save_file({**state, **pooler}, str(saved), metadata={"format": "pt"})
 
 
 IDENTITY = "torch.nn.modules.linear.Identity"  # sentence-transformers' name of Dense's activation: none
@@ -62,7 +88,7 @@ def export_cell(model, layers=None, dim=None, out=None, pooling=None, max_length
     dense = (weight[:dim].detach().clone(), bias[:dim].detach().clone()) if head is not None or dim < hidden else None
 
     def write(folder):
-        _write(enc.model, enc.tokenizer, enc.pooling, enc.max_length, folder)
+        _write(enc.model, enc.tokenizer, enc.pooling, enc.max_length, folder, source=enc.path)
         if dense is not None:
             _write_dense(folder, *dense)
     return util.atomic_write(Path(out), lambda tmp: write(Path(tmp)), folder=True)

@@ -268,7 +268,7 @@ def finish(enc, cfg, files, summary, **extra):
     info = util.provenance(cfg, **summary, model_dir=str(files["model"]), **extra)
     if distributed.is_main():
         save_sentence_transformer(enc.model, enc.tokenizer, enc.pooling, enc.max_length, files["model"],
-                                  enc.heads)
+                                  enc.heads, source=enc.path)
         util.write_json(files["info"], info)
         shutil.rmtree(files["ckpt"], ignore_errors=True)
     distributed.barrier()
