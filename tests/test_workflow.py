@@ -613,3 +613,21 @@ def test_settled_sweep_of_separate_picks_each_depth_and_links_the_picks_runs(tmp
     again = snakemake("-n", *args)
     assert "Nothing to be done" in again.stdout + again.stderr
 
+
+
+@pytest.mark.e2e
+def test_the_default_run_on_a_fresh_clone_leaves_git_status_clean(tmp_path):
+    """`make run`'s Snakemake call on a fresh clone of HEAD (the committed results in place) rewrites nothing
+    tracked and leaves nothing untracked: only the data check runs, and it writes the same facts."""
+    mirror = needs.data_mirror()
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    env = {"TWODMSE_DATA": str(mirror)}
+    plan = snakemake("-n", cwd=clone, env=env)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = job_counts(plan.stdout) if "Job stats:" in plan.stdout else {}
+    assert set(counts) <= {"data_manifest", "total"}, f"a fresh clone would recompute: {counts}"  # no retraining
+    run = snakemake("--cores", "1", cwd=clone, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", status.stdout
