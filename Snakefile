@@ -48,7 +48,8 @@ localrules:
 
 
 rule all:
-    """Everything the config asks for, ending with the figures."""
+    """Everything the config asks for, ending with the figures, and a model card beside every trained run."""
     default_target: True
     input:
         "figures",
+        model_cards(),

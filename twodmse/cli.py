@@ -10,7 +10,7 @@ from . import util
 
 # command -> module; each module defines add_cli(subparsers) that adds it and sets func=...
 COMMANDS = {"eval": "evaluate", "train": "train", "mteb": "mteb_eval", "speed": "speed", "report": "report",
-            "export": "export"}
+            "export": "export", "card": "card"}
 
 
 def build_parser(command=None):

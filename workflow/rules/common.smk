@@ -388,6 +388,10 @@ def train_records():
     return [f"{d}/train_info.json" for d in result_dirs(TRAINED)]
 
 
+def model_cards():
+    return [f"{d}/README.md" for d in result_dirs(TRAINED)]
+
+
 def speed_tables():
     return [f"results/{b}/speed/speed.csv" for b in BACKBONES] if config["speed"]["enabled"] else []
 

@@ -67,6 +67,27 @@ rule train:
         "{params.launch} --config {input.config} --out {params.out} > {log} 2>&1"
 
 
+rule model_card:
+    """The model card (README.md: the grid with intervals, how to load any cell, config, provenance) of a trained
+    run, from its results; a copy goes into the model folder when it is on this machine."""
+    input:
+        grid="results/{backbone}/{method}/seed{seed}/grid.csv",
+        info="results/{backbone}/{method}/seed{seed}/train_info.json",
+    output:
+        "results/{backbone}/{method}/seed{seed}/README.md",
+    wildcard_constraints:
+        method=one_of(TRAINED),
+    params:
+        model=lambda w: f"{run_dir(w)}/model",
+    log:
+        "runs/logs/model_card/{backbone}/{method}/seed{seed}.log",
+    conda:
+        "../envs/twodmse.yaml"
+    shell:
+        "if [ -d {params.model} ]; then model='--model {params.model}'; else model=''; fi; "
+        "twodmse card --run results/{wildcards.backbone}/{wildcards.method}/seed{wildcards.seed} $model > {log} 2>&1"
+
+
 rule train_log:
     """Copy the loss curve(s) and the provenance of a finished run next to its results (runs/ is not kept)."""
     input:
