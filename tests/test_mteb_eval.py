@@ -50,6 +50,12 @@ def test_mteb_main_scores_equal_our_evaluator(tiny_bert, tmp_path, monkeypatch):
     # all 9 cells cost one encode of each MTEB column (sentence1, sentence2), not one per cell
     assert info["encodes"] == 2 and info["model_loaded"]
 
+    # MTEB's own loading API reads every cell back from OUT/results/, equal to our CSV
+    csv = pd.read_csv(tmp_path / "out" / "mteb_scores.csv")
+    back = mteb_eval.read_results(tmp_path / "out", info["mteb_name"])
+    assert back == pytest.approx({(r.task, r.layer, r.dim): r.main_score for r in csv.itertuples()}, abs=1e-9)
+    assert len(back) == 3 * len(DIMS)
+
     # MTEB's own JSON, in its layout, holds the same score
     path = (tmp_path / "out" / "results" / "twodmse__tiny-bert" / info["revision"] / "experiments"
             / "dim_16__layer_2__max_length_128__pooling_mean" / "STSBenchmark-local.json")

@@ -214,6 +214,24 @@ def evaluate_cells(store, tasks, cells, results, name, progress=True):
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
+EXPERIMENT = re.compile(r"^dim_(\d+)__layer_(\d+)__")  # cell_meta's experiment folder, as MTEB names it
+
+
+def read_results(out, name):
+    """{(task, layer, dim): main score} of model `name` read back from OUT/results/ with MTEB's own loading API
+    (mteb.ResultCache(OUT).load_results, one ModelResult per cell, its experiment name naming the cell)."""
+    import mteb
+    loaded = mteb.ResultCache(Path(out)).load_results(models=[name], require_model_meta=False, include_remote=False,
+                                                      load_experiments="match_name")
+    scores = {}
+    for model in loaded.model_results:
+        if (cell := EXPERIMENT.match(model.experiment_name or "")) is None:
+            continue
+        for task in model.task_results:
+            scores[(task.task_name, int(cell[2]), int(cell[1]))] = task.get_score()
+    return scores
+
+
 def run(model, tasks="default", out="results/mteb", layers=None, dims=None, cache_dir=None,
         pooling=None, max_length=128, batch_size=64, device=None, source="auto", mirror=None,
         name=None, progress=True):
