@@ -303,6 +303,35 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_checkpoint(tiny_bert, pa
     assert [int(r["step"]) for r in read_csv(out / "loss.csv")] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("lr", 0.0, "'lr' must be > 0; got 0.0 (0 trains nothing"),
+    ("lr", -1.0, "'lr' must be > 0"),
+    ("lr", float("nan"), "'lr' must be > 0; got nan"),
+    ("max_grad_norm", -1.0, "'max_grad_norm' must be > 0, or null for no clipping; got -1.0 (clipping to a negative"),
+    ("layer_lr_decay", -1.0, "'layer_lr_decay' must be > 0"),
+    ("weight_decay", -1.0, "'weight_decay' must be >= 0"),
+    ("seed", -1, "'seed' must be in 0 .. 2^32 - 1"),
+    ("seed", 2 ** 33, "'seed' must be in 0 .. 2^32 - 1"),
+    ("loss", {"cosine_tau": -20.0}, "'loss': loss option cosine_tau must be a number > 0; got -20.0"),
+    ("loss", {"cosine_tau": 0}, "'loss': loss option cosine_tau must be a number > 0"),
+    ("loss", {"cosine_w": "x"}, "'loss': loss option cosine_w must be a number >= 0; got 'x'"),
+])
+def test_values_that_train_nothing_or_backwards_are_refused_before_work(key, value, message):
+    with pytest.raises(train.ConfigError) as err:
+        train.validate({"method": "full", key: value})
+    assert message in str(err.value)
+
+
+def test_training_pairs_with_one_score_are_refused(tmp_path):
+    from twodmse import data
+    path = tmp_path / "same.jsonl"
+    path.write_text("".join(json.dumps({"sentence1": a, "sentence2": b, "score": 3.0}) + "\n"
+                            for a, b in zip(SENTENCES, SENTENCES[1:])))
+    with pytest.raises(util.UserError, match=r"same.jsonl: every training pair of .* has the score 3, so there is "
+                                             r"nothing to learn. Fix: give pairs with different scores"):
+        data.load_train(str(path))
+
+
 class RunsCode:
     """A pickle that runs a command when it is unpickled (what a swapped state.pt could hold)."""
 

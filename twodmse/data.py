@@ -254,9 +254,13 @@ def load_train(spec, source="auto", mirror=None, limit=None):
     if len(data) == 0:
         raise DataError(data.source.split(":", 1)[-1], None, f"training data {spec!r} has no examples",
                         f"restore the file, or provide {USER_FORMS}")
-    if limit is None:
-        return data
-    if limit < 1:
-        raise UserError(f"limit must be a positive number of examples, got {limit}")
-    cols = ("s1", "s2", "scores") if isinstance(data, Pairs) else ("anchor", "positive", "negative")
-    return replace(data, **{c: getattr(data, c)[:limit] for c in cols})
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit must be a positive number of examples, got {limit}")
+        cols = ("s1", "s2", "scores") if isinstance(data, Pairs) else ("anchor", "positive", "negative")
+        data = replace(data, **{c: getattr(data, c)[:limit] for c in cols})
+    if isinstance(data, Pairs) and len(set(map(float, data.scores))) < 2:
+        # CoSENT ranks pairs by their scores: with one score there is nothing to rank, and training changes nothing
+        raise DataError(data.source.split(":", 1)[-1], None, f"every training pair of {spec!r} has the score "
+                        f"{float(data.scores[0]):g}, so there is nothing to learn", "give pairs with different scores")
+    return data

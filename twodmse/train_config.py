@@ -82,6 +82,13 @@ def validate(cfg, source="config"):
             raise ConfigError(f"{source}: '{key}' must be >= 1; got {out[key]}")
     if not 0 <= out["warmup_ratio"] < 1:
         raise ConfigError(f"{source}: 'warmup_ratio' must be in [0, 1); got {out['warmup_ratio']}")
+    check_ranges(out, source)
+    if not methods.trains_itself(out["method"]):
+        from . import losses
+        try:  # the loss weights and temperatures, before any model is loaded
+            losses.config(out["loss"], 2)
+        except ValueError as e:
+            raise ConfigError(f"{source}: 'loss': {e}") from None
     allowed = methods.options(out["method"])
     unknown = set(out["method_options"]) - set(allowed) if allowed is not None else set()
     if unknown:
@@ -93,6 +100,25 @@ def validate(cfg, source="config"):
     if check:
         check(out, source)
     return out
+
+
+# Values that would train nothing or train backwards, refused with the reason (key: (test, what it must be, why)).
+RANGES = {
+    "lr": (lambda v: v > 0, "> 0", "0 trains nothing, a negative lr climbs the loss"),
+    "max_grad_norm": (lambda v: v is None or v > 0, "> 0, or null for no clipping",
+                      "clipping to a negative norm reverses every update"),
+    "layer_lr_decay": (lambda v: v > 0, "> 0", "a negative factor reverses the update of every other layer"),
+    "weight_decay": (lambda v: v >= 0, ">= 0", "a negative decay grows the weights"),
+    "seed": (lambda v: 0 <= v < 2 ** 32, "in 0 .. 2^32 - 1", "numpy's seeds are 32-bit"),
+}
+
+
+def check_ranges(cfg, source):
+    import math
+    for key, (ok, want, why) in RANGES.items():
+        value = cfg[key]
+        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+            raise ConfigError(f"{source}: '{key}' must be {want}; got {value!r} ({why})")
 
 
 def changed_keys(saved, cfg):
