@@ -108,6 +108,13 @@ def test_eval_rejects_bad_options_before_any_work(flag, value, needle, tiny_bert
     assert not cache.exists()  # no embedding was computed, so none can poison a later run
 
 
+def test_a_dataset_named_twice_is_refused_before_work(tiny_bert, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run(capsys, "eval", "--model", tiny_bert, "--datasets", "stsb,stsb", "--out", out)
+    assert code == 2 and "--datasets: stsb named more than once" in err
+    assert not (out / "grid.csv").exists()
+
+
 def test_all_datasets_with_a_mistyped_mirror_is_an_error_not_seven_skips(tiny_bert, tmp_path, capsys):
     out = tmp_path / "out"
     code, err = run(capsys, "eval", "--model", tiny_bert, "--mirror", tmp_path / "mirorr", "--out", out)

@@ -251,6 +251,9 @@ def dataset_names(spec, split=None, source="auto", mirror=None):
     if unknown or not names:
         raise util.UserError(f"--datasets: unknown dataset(s) {unknown or [spec]}; choose from "
                              f"{', '.join(data.EVAL_DATASETS)} or 'all'")
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise util.UserError(f"--datasets: {', '.join(twice)} named more than once (each cell would be scored and "
+                             f"written twice); name each set once")
     if spec == "all" and split is not None:  # 'all' with a split: the sets that have it
         lacking = [n for n in names if not data.has_split(n, split)]
         if lacking:
