@@ -631,3 +631,18 @@ def test_the_default_run_on_a_fresh_clone_leaves_git_status_clean(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
     assert status.stdout == "", status.stdout
+
+
+def test_a_bad_method_option_stops_the_workflow_with_its_message_and_no_hang(tmp_path):
+    # the up-front check of every run's config fails inside a `run:` job; Snakemake must exit with the message
+    config = {**load_config("ci"), "method_settings": {"2dmse": {"method_options": {"foo": 1}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    try:
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--configfile", str(tmp_path / "config.yaml"),
+                                 "-d", str(tmp_path / "wd"), "--cores", "1", "runs/train_configs.checked"],
+                                cwd=REPO, capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("snakemake did not exit within 120 s after the config check failed")
+    assert result.returncode != 0
+    assert "method 2dmse has no option(s) ['foo']" in result.stdout + result.stderr

@@ -2,10 +2,13 @@
 
 The same checks `twodmse train` makes when it starts (keys, types, loss keys, method options), done once for
 all runs: a bad setting of the last run is reported in seconds, not after the other runs have trained."""
-import sys
 from pathlib import Path
 
 from twodmse import losses, methods, train
+
+
+class ConfigCheckFailed(Exception):
+    pass
 
 
 def problems_of(run, cfg):
@@ -28,8 +31,10 @@ def main(sm):
     with open(sm.log[0], "w") as log:
         print("\n".join(problems) or f"{len(sm.params.configs)} run configs are valid", file=log)
     if problems:
-        sys.exit("config check failed (fix `train` or `method_settings` in the workflow config):\n  "
-                 + "\n  ".join(problems))
+        # An exception, not sys.exit: this runs inside Snakemake's own process (a `run:` job), where SystemExit
+        # leaves Snakemake waiting forever; an exception fails the job and ends the run with this message.
+        raise ConfigCheckFailed("config check failed (fix `train` or `method_settings` in the workflow config):\n  "
+                                + "\n  ".join(problems))
     Path(sm.output[0]).write_text("".join(f"{run}\n" for run in sm.params.configs))
 
 
