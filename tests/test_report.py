@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import needs
-from twodmse import cli, data, figures, report
+from twodmse import cli, data, figures, report, stats
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "configs" / "published"
@@ -138,6 +138,33 @@ def test_non_numeric_cell_names_the_line(tmp_path):
     path.write_text("dataset,split,layer,dim,spearman\nstsb,test,1,8,50.0\nstsb,test,1,16,oops\n")
     with pytest.raises(report.ReportError, match=re.escape(f"{path}:3") + ".*spearman.*oops"):
         report.load_grids(tmp_path / "res")
+
+
+@pytest.mark.parametrize("row, message", [("stsb,test,1,16,150.0", "column 'spearman' is 150.0, not in [-100, 100]"),
+                                          ("stsb,test,0,16,50.0", "column 'layer' is 0, not a layer number >= 1"),
+                                          ("stsb,test,1,-8,50.0", "column 'dim' is -8, not a width >= 1")])
+def test_impossible_values_name_the_line(tmp_path, row, message):
+    path = tmp_path / "res" / "tiny" / "mrl" / "seed1" / "grid.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text(f"dataset,split,layer,dim,spearman\nstsb,test,1,8,50.0\n{row}\n")
+    with pytest.raises(report.ReportError, match=re.escape(f"{path}:3: {message}")):
+        report.load_grids(tmp_path / "res")
+
+
+@pytest.mark.parametrize("damage", ["empty grid", "truncated bootstrap", "not a zip"])
+def test_damaged_files_are_one_line(tmp_path, damage):
+    run = tmp_path / "res" / "tiny" / "mrl" / "seed1"
+    run.mkdir(parents=True)
+    (run / "grid.csv").write_text("" if damage == "empty grid" else
+                                  "dataset,split,layer,dim,spearman\nstsb,test,1,8,50.0\n")
+    if damage != "empty grid":
+        stats.save_bootstrap(run / "bootstrap.npz", {"spearman": np.zeros((4, 1, 1), np.float32),
+                                                     "layers": np.array([1]), "dims": np.array([8]),
+                                                     "datasets": np.array(["stsb-test:10"])})
+        data = (run / "bootstrap.npz").read_bytes()
+        (run / "bootstrap.npz").write_bytes(data[:len(data) // 2] if damage == "truncated bootstrap" else b"x" * 50)
+    with pytest.raises(report.ReportError, match="not a grid CSV|not a readable bootstrap file"):
+        report.make_report(tmp_path / "res", tmp_path / "out", published=None, formats=["png"])
 
 
 def test_missing_inputs_give_clear_messages(tmp_path, capsys):

@@ -109,7 +109,11 @@ def load_grids(results):
 
 def read_grid(path):
     path = Path(path)
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: not a grid CSV ({str(e).splitlines()[0]}); regenerate it with twodmse eval") \
+            from None
     missing = [c for c in GRID_COLUMNS if c not in df.columns]
     if missing:
         raise ReportError(f"{path}: missing column(s) {missing}; a grid CSV needs "
@@ -122,6 +126,13 @@ def read_grid(path):
             raise ReportError(f"{path}:{line}: column {col!r} is {df[col].iloc[line - 2]!r}, "
                               f"not a number; fix or regenerate the file")
         df[col] = values
+    # a Spearman x100 lies in [-100, 100] (a grid in [-1, 1] is not ours: twodmse eval writes x100); cells count from 1
+    for col, ok, want in (("spearman", df.spearman.abs() <= 100, "in [-100, 100] (Spearman x100)"),
+                          ("layer", df.layer >= 1, "a layer number >= 1"), ("dim", df.dim >= 1, "a width >= 1")):
+        if not ok.all():
+            line = int(np.flatnonzero(~ok)[0]) + 2
+            raise ReportError(f"{path}:{line}: column {col!r} is {df[col].iloc[line - 2].item()!r}, not {want}; fix or "
+                              f"regenerate the file")
     df["layer"], df["dim"] = df["layer"].astype(int), df["dim"].astype(int)
     dup = df.duplicated(["dataset", "split", "layer", "dim"])
     if dup.any():
@@ -141,8 +152,21 @@ def seed_number(folder):
 
 def load_bootstraps(results):
     """{(backbone, method, seed): bootstrap replicates} of every run whose evaluation wrote bootstrap.npz."""
-    return {(p.parts[-4], p.parts[-3], seed_number(p.parts[-2])): stats.load_bootstrap(p)
+    return {(p.parts[-4], p.parts[-3], seed_number(p.parts[-2])): read_bootstrap(p)
             for p in sorted(Path(results).glob(BOOT_GLOB))}
+
+
+def read_bootstrap(path):
+    """A run's bootstrap replicates, or one ReportError naming a damaged file."""
+    import zipfile
+    try:
+        boot = stats.load_bootstrap(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ReportError(f"{path}: not a readable bootstrap file ({type(e).__name__}: {e}); rerun that run's "
+                          f"evaluation (twodmse eval) to rewrite it") from None
+    if missing := [k for k in ("spearman", "layers", "dims", "datasets") if k not in boot]:
+        raise ReportError(f"{path}: no {', '.join(missing)} in it; rerun that run's evaluation (twodmse eval)")
+    return boot
 
 
 def view_bootstraps(boots, backbone, datasets):
