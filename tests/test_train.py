@@ -465,3 +465,11 @@ def test_st_matryoshka2d_without_sentence_transformers_exits_with_message(tmp_pa
     path.write_text("method: st-matryoshka2d\n")
     assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "pip install" in capsys.readouterr().err
+
+
+def test_separate_with_a_missing_top_model_stops_before_any_depth_trains(tiny_bert, pairs_file, tmp_path):
+    out = tmp_path / "sep"
+    with pytest.raises(train.ConfigError, match="top_model: .*train_info.json not found; train that baseline run"):
+        train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2,
+                           method_options={"top_model": str(tmp_path / "nowhere" / "model")}), out)
+    assert not list(out.glob("model_layers*")) and not list(out.glob("loss_layers*"))

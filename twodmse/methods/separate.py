@@ -60,6 +60,9 @@ def train(cfg, out, resume=True):
         (out / "train_info.json").unlink(missing_ok=True)
     num_layers = backbone.load(cfg["model"]).num_layers
     top = cfg["method_options"].get("top_model")
+    if top and not (Path(top).parent / "train_info.json").is_file():  # before any depth trains, not after
+        raise ConfigError(f"method_options.top_model: {Path(top).parent / 'train_info.json'} not found; train that "
+                          "baseline run first, or leave top_model out to train the full depth here")
     own = depth_settings(cfg)
     if too_deep := [k for k in own if k > num_layers]:
         raise ConfigError(f"method_options.per_depth: depth(s) {too_deep} beyond the model's {num_layers} layers")
