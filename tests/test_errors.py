@@ -270,3 +270,15 @@ def test_too_little_free_space_stops_training_before_it_starts(tiny_bert, mirror
     code, err = run(capsys, "train", "--config", train_config(tmp_path, tiny_bert), "--out", out)
     assert code == 2 and f"--out {out}: 0.0 MB free, but training" in err
     assert not (out / "loss.csv").exists()
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tiny_bert, tmp_path, capsys):
+    # config.json says 4 layers, the weights hold 3: transformers would fill layer 4 with random weights
+    import shutil
+    from pathlib import Path
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "model"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))
+    code, err = run(capsys, "eval", "--model", folder, "--datasets", "stsb", "--out", tmp_path / "out")
+    assert code == 2 and "its weights do not fit its config.json (4 layers x 32)" in err
+    assert "encoder.layer.3." in err

@@ -308,9 +308,15 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
     try:
         # the pooler of a BERT-like model is dropped: nothing here uses it
         extra = {"add_pooling_layer": False} if config.model_type in BERT_LIKE else {}
-        model = AutoModel.from_pretrained(path, config=config, **extra)
+        model, loading = AutoModel.from_pretrained(path, config=config, output_loading_info=True, **extra)
     except (OSError, ValueError) as e:
         raise UserError(f"model folder {path}: cannot load its weights ({e}). Fix: {FOLDER_FIX}") from None
+    # transformers fills weights the file lacks with random ones (its report is silenced above): refuse instead
+    missing = [k for k in loading["missing_keys"] if not k.startswith("pooler.")] + list(loading["mismatched_keys"])
+    if missing:
+        raise UserError(f"model folder {path}: its weights do not fit its config.json ({config.num_hidden_layers} "
+                        f"layers x {config.hidden_size}): {len(missing)} tensor(s) missing or of another shape, e.g. "
+                        f"{', '.join(map(str, sorted(missing)[:3]))}. Fix: {FOLDER_FIX}")
     if layers is not None:
         truncate(model, layers)
     heads = ExitHeads.load(path, config.hidden_size)
