@@ -322,6 +322,23 @@ def test_values_that_train_nothing_or_backwards_are_refused_before_work(key, val
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("method, options, message", [
+    ("2dmse", {"kl_weight": "x"}, "option kl_weight must be a number >= 0; got 'x'"),
+    ("2dmse", {"kl_temperature": 0}, "option kl_temperature must be a number > 0"),
+    ("starbucks", {"kl_weight": "x"}, "option kl_weight must be a number >= 0"),
+    ("full", {"anchor_weight": "x"}, "option anchor_weight must be a number >= 0"),
+    ("relational", {"distill_temperature": 0}, "option distill_temperature must be a number > 0"),
+    ("full", {"dims": 16}, "option dims must be a list of widths >= 1"),
+    ("full", {"dims": [16.5]}, "option dims must be a list of widths >= 1"),
+    ("full", {"layer_weights": "bogus"}, "option layer_weights must be one of ['inverse', 'linear', 'uniform']"),
+    ("2dmse", {"detach_teacher": "yes"}, "option detach_teacher must be true or false"),
+])
+def test_method_options_of_the_wrong_kind_are_refused_before_work(method, options, message):
+    with pytest.raises(train.ConfigError) as err:
+        train.validate({"method": method, "method_options": options})
+    assert message in str(err.value)
+
+
 def test_training_pairs_with_one_score_are_refused(tmp_path):
     from twodmse import data
     path = tmp_path / "same.jsonl"

@@ -94,6 +94,10 @@ def validate(cfg, source="config"):
     if unknown:
         raise ConfigError(f"{source}: method {out['method']} has no option(s) {sorted(unknown)} in 'method_options'; "
                           f"it takes {sorted(allowed)}")
+    try:
+        methods.check_option_values(out["method"], out["method_options"])
+    except ValueError as e:
+        raise ConfigError(f"{source}: 'method_options': {e}") from None
     if out["exit_heads"] and methods.trains_itself(out["method"]):
         raise ConfigError(f"{source}: 'exit_heads' is for the grid methods; {out['method']} trains its own way")
     check = getattr(methods.get(out["method"]), "check_config", None)

@@ -82,6 +82,40 @@ def select_on(name):
     return kind
 
 
+def check_option_values(name, given):
+    """Each given method option against its default: a number where the default is a number (>= 0; a temperature
+    > 0), true or false where it is a flag, `dims` a list of widths >= 1, a weighting (`*_weights`) one of
+    grid.WEIGHTINGS or a list of numbers >= 0. Raises ValueError naming the option; checked before any model loads."""
+    import math
+    defaults = options(name) or {}
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for key, value in given.items():
+        default = defaults.get(key)
+        if key == "dims":
+            if value is not None and (not isinstance(value, list) or not value or
+                                      not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                              for d in value)):
+                raise ValueError(f"method {name}: option dims must be a list of widths >= 1, e.g. [384, 128, 32]; "
+                                 f"got {value!r}")
+        elif key.endswith("_weights") and isinstance(default, str):
+            from .grid import WEIGHTINGS
+            named = isinstance(value, str) and value in WEIGHTINGS
+            if not (named or isinstance(value, list) and value and all(number(v) and v >= 0 for v in value)):
+                raise ValueError(f"method {name}: option {key} must be one of {sorted(WEIGHTINGS)} or a list of "
+                                 f"numbers >= 0; got {value!r}")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"method {name}: option {key} must be true or false; got {value!r}")
+        elif number(default):
+            positive = "temperature" in key
+            if not number(value) or (value <= 0 if positive else value < 0):
+                raise ValueError(f"method {name}: option {key} must be a number {'> 0' if positive else '>= 0'}; "
+                                 f"got {value!r}")
+
+
 def trains_itself(name):
     """True for a method with its own train() (no grid objective in twodmse.train's loop)."""
     return hasattr(get(name), "train")
