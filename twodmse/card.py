@@ -8,6 +8,9 @@ config and the provenance. The same inputs render the same card (nothing in it i
 
     twodmse card --run results/minilm/2dmse/seed42                 # writes results/minilm/2dmse/seed42/README.md
     twodmse card --run results/minilm/2dmse/seed42 --model runs/minilm/2dmse/seed42/model   # and a copy there
+
+A card in the model folder is part of the folder's content hash, which keys the embedding cache and MTEB's revision:
+add it when the model is done (before publishing), not while its evaluations still run.
 """
 import argparse
 import json
@@ -185,7 +188,8 @@ def add_cli(subparsers):
         "card", help="a model card (README.md) from a trained run's results",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="results folder with grid.csv, grid.json, train_info.json")
-    p.add_argument("--model", help="the trained model folder: a copy of the card goes there too")
+    p.add_argument("--model", help="the trained model folder: a copy of the card goes there too (changing the "
+                                   "folder's content hash: do it when the model is done)")
     p.add_argument("--name", help="model name in the card (default: <backbone>-<method>-seed<k>)")
     p.set_defaults(func=run_cli)
 

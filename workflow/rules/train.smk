@@ -69,7 +69,9 @@ rule train:
 
 rule model_card:
     """The model card (README.md: the grid with intervals, how to load any cell, config, provenance) of a trained
-    run, from its results; a copy goes into the model folder when it is on this machine."""
+    run, from its results. Not into the model folder: a new file there changes the checkpoint's content hash, which
+    keys the embedding cache and MTEB's revision of the jobs that may still read it (`twodmse card --model` puts a
+    copy there when the model is published)."""
     input:
         grid="results/{backbone}/{method}/seed{seed}/grid.csv",
         info="results/{backbone}/{method}/seed{seed}/train_info.json",
@@ -77,15 +79,12 @@ rule model_card:
         "results/{backbone}/{method}/seed{seed}/README.md",
     wildcard_constraints:
         method=one_of(TRAINED),
-    params:
-        model=lambda w: f"{run_dir(w)}/model",
     log:
         "runs/logs/model_card/{backbone}/{method}/seed{seed}.log",
     conda:
         "../envs/twodmse.yaml"
     shell:
-        "if [ -d {params.model} ]; then model='--model {params.model}'; else model=''; fi; "
-        "twodmse card --run results/{wildcards.backbone}/{wildcards.method}/seed{wildcards.seed} $model > {log} 2>&1"
+        "twodmse card --run results/{wildcards.backbone}/{wildcards.method}/seed{wildcards.seed} > {log} 2>&1"
 
 
 rule train_log:
