@@ -164,7 +164,9 @@ def test_untrained_minilm_scores_the_committed_stsb_grid(tmp_path):
     df = df.set_index(["layer", "dim"])
     assert round(df.spearman[6, 384], 2) == 82.03 and round(df.pearson[6, 384], 2) == 82.74
     assert sorted(df.index) == sorted(committed.index) and len(df) == 6 * 7
-    # equal to the last digit here with 1 or 2 threads; the margin is for other CPUs' float32 kernels
-    for column in ("spearman", "pearson", "spearman_lo", "spearman_hi"):  # the intervals: the same resamples
-        np.testing.assert_allclose(df[column][committed.index], committed[column], rtol=0, atol=1e-4)
+    # Equal to the last digit on the CPU that made them, with 1 or 2 threads. Another CPU's float32 kernels move the
+    # cosines in their last bits, which reorders near-tied pairs: Pearson barely moves, Spearman and its bootstrap
+    # percentiles more (seen between the AMD EPYC of the committed grid and an Intel Xeon).
+    for column, atol in (("spearman", 2e-3), ("pearson", 1e-4), ("spearman_lo", 2e-3), ("spearman_hi", 2e-3)):
+        np.testing.assert_allclose(df[column][committed.index], committed[column], rtol=0, atol=atol)
     assert (df.n_pairs == 1379).all()
