@@ -296,13 +296,14 @@ def test_sweep_table_shows_each_target_its_scores_and_the_per_depth_picks(tmp_pa
     cands = [candidate(1, {"1": 70.0, "2": 75.0}, 70.0), candidate(2, {"1": 72.0, "2": 74.0}, 71.0)]
     (sweep / "selection.json").write_text(json.dumps({
         "target": "each-depth", "settled": True, "candidates": cands, "picked": cands[0],
-        "picked_per_depth": {"1": cands[1], "2": cands[0]}}))
+        "picked_per_depth": {"1": {**cands[1], "score": 72.5, "margin": 1.5},  # settled: means over all seeds
+                             "2": {**cands[0], "score": 75.5, "margin": 0.5}}}))
     sweeps = report.load_sweeps(tmp_path / "results")
     report.sweep_outputs(sweeps, "b", tmp_path, ["png"])
     text = (tmp_path / "sweep_b.md").read_text()
-    assert "| method | target | picked | margin | settled | lr=1 | lr=2 |" in text
-    assert "| baseline | top | lr=1 | 1.00 | no | 80.00 | 79.00 |" in text  # picked on (L, H), not its grid mean
-    assert "| separate @1 | each-depth | lr=2 | 2.00 | yes | 70.00 | 72.00 |" in text
-    assert "| separate @2 | each-depth | lr=1 | 1.00 | yes | 75.00 | 74.00 |" in text
+    assert "| method | target | picked | pick score | margin | settled | lr=1 | lr=2 |" in text
+    assert "| baseline | top | lr=1 | 80.00 | 1.00 | no | 80.00 | 79.00 |" in text  # picked on (L, H), not grid mean
+    assert "| separate @1 | each-depth | lr=2 | 72.50 | 1.50 | yes | 70.00 | 72.00 |" in text
+    assert "| separate @2 | each-depth | lr=1 | 75.50 | 0.50 | yes | 75.00 | 74.00 |" in text
     assert "top: (L, H); each-depth: (k, H) of each depth k on its own" in text
     assert "| baseline | 60.00 | 66.00 |" in text  # the dev grid means, below

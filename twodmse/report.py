@@ -211,12 +211,15 @@ def load_sweeps(results):
             for depth, pick in sel.get("picked_per_depth", {}).items():
                 rows += [{**where, "method": f"{method} @{depth}", "candidate": c["candidate"],
                           "score": float(c["score"][depth]), "dev_grid_mean": float(c["dev_grid_mean"]),
-                          "picked": c["candidate"] == pick["candidate"]} for c in sel["candidates"]]
+                          "picked": c["candidate"] == pick["candidate"], "pick_score": pick.get("score"),
+                          "margin": pick.get("margin")} for c in sel["candidates"]]
             if "picked_per_depth" not in sel:
                 rows += [{**where, "method": method, "candidate": c["candidate"],
                           "score": float(c.get("score", c["dev_grid_mean"])),
                           "dev_grid_mean": float(c["dev_grid_mean"]),
-                          "picked": c["candidate"] == sel["picked"]["candidate"]} for c in sel["candidates"]]
+                          "picked": c["candidate"] == sel["picked"]["candidate"],
+                          "pick_score": sel["picked"].get("score"), "margin": sel["picked"].get("margin")}
+                         for c in sel["candidates"]]
         except (ValueError, KeyError, TypeError) as e:
             raise ReportError(f"{path}: not a sweep selection ({e!r}); rerun the workflow's rule select") from None
     return pd.DataFrame(rows) if rows else None
@@ -253,16 +256,18 @@ def sweep_outputs(sweeps, backbone, out, formats):
     grid_mean = s.pivot(index="method", columns="candidate", values="dev_grid_mean").loc[methods, candidates]
     table.insert(0, "target", [s[s.method == m].target.iloc[0] for m in methods])
     table.insert(1, "picked", [s[(s.method == m) & s.picked].candidate.iloc[0] for m in methods])
-    table.insert(2, "margin", [margin(s[s.method == m]) for m in methods])
-    table.insert(3, "settled", ["yes" if s[s.method == m].settled.iloc[0] else "no" for m in methods])
+    table.insert(2, "pick score", [pick_value(s[s.method == m], "pick_score", "score") for m in methods])
+    table.insert(3, "margin", [pick_value(s[s.method == m], "margin", None) for m in methods])
+    table.insert(4, "settled", ["yes" if s[s.method == m].settled.iloc[0] else "no" for m in methods])
     caption = (f"{title}: each candidate's score on its method's selection target (mean Spearman x100 over those "
                f"cells and the sweep's seeds; targets: " + "; ".join(f"{k}: {CELL_SETS[k]}" for k in
                                                                      dict.fromkeys(table.target)) +
-               "); the picked candidate (highest) is the method's run in the other figures and tables; margin: "
-               "the pick's lead over the runner-up at the sweep seeds; settled: the two best were also trained at "
-               "the study's other seeds and the pick is the better mean over all seeds (selection.json has those "
-               "scores). `<m> @k`: depth k of a method whose depths are picked one by one. Below, the dev grid mean "
-               "of every candidate, for comparison.")
+               "); the picked candidate is the method's run in the other figures and tables. Settled: the two "
+               "best at the sweep seeds were also trained at the study's other seeds, and the pick is the better "
+               "mean over all seeds (selection.json has every seed's score), so it need not be the highest at the "
+               "sweep seeds shown here; pick score: the pick's score on its target (over all seeds when settled); "
+               "margin: its lead over the runner-up on that score. `<m> @k`: depth k of a method whose depths are "
+               "picked one by one. Below, the dev grid mean of every candidate, for comparison.")
     edge = [m for m in methods if len(candidates) > 2 and table.loc[m, "picked"] in (candidates[0], candidates[-1])]
     if edge:  # a pick at the first or last value: the best value may lie beyond the swept range
         caption += f" Picked at an end of the swept values, so the best may lie beyond them: {', '.join(edge)}."
@@ -272,9 +277,15 @@ def sweep_outputs(sweeps, backbone, out, formats):
     return written
 
 
-def margin(rows):
-    """The picked candidate's lead over the runner-up on its target score; NaN with one candidate."""
+def pick_value(rows, column, fallback):
+    """A method's pick's `column` (pick score, margin) as its selection.json records it; for a selection made before
+    they were recorded: the pick's score, or its lead over the runner-up (NaN with one candidate)."""
+    value = rows[column].iloc[0] if column in rows else None
+    if value is not None and not pd.isna(value):
+        return float(value)
     scores = rows.score.sort_values(ascending=False).tolist()
+    if fallback == "score":
+        return float(rows[rows.picked].score.iloc[0])
     return scores[0] - scores[1] if len(scores) > 1 else float("nan")
 
 
