@@ -45,6 +45,10 @@ def test_a_cell_of_a_model_with_exit_heads(tiny_bert, tmp_path):
     config = json.loads((tmp_path / "cell" / "config.json").read_text())
     assert config["num_hidden_layers"] == 2  # the layers above 2 are not in the folder
     assert not (tmp_path / "cell" / "exit_heads.safetensors").exists()  # folded into the Dense module
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(tmp_path / "cell" / "README.md")
+    assert card.data.library_name == "sentence-transformers" and "2 layers, width 16" in card.text
+    assert "layer 2's exit head" in card.text
     # the top layer has no head: full width at full depth is the plain model, with no Dense module
     assert_same_cell(model, None, None, tmp_path / "top")
     assert not any(p.name.endswith("_Dense") for p in (tmp_path / "top").iterdir())

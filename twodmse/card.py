@@ -165,6 +165,33 @@ or in Python: `twodmse.load("PATH", layers={k}, dim={d}).encode([...])`.
 """
 
 
+def cell_card(model, layers, dim, head):
+    """The card of one exported cell (twodmse export): what it is cut from and how to load it. Its scores are in the
+    card of the run it came from (the full grid); this folder is one cell of it."""
+    from huggingface_hub import ModelCard, ModelCardData
+    base = model if "/" in model and not Path(model).exists() else None
+    data = ModelCardData(library_name="sentence-transformers", pipeline_tag="sentence-similarity", base_model=base,
+                         tags=["sentence-transformers", "sentence-similarity", "matryoshka", "2dmse", "twodmse"])
+    body = f"""
+# One cell of {Path(model).name}: {layers} layers, width {dim}
+
+Cut by `twodmse export --model {model} --layers {layers} --dim {dim}`: the transformer keeps layers 1..{layers} (the
+rest are not in this folder, so encoding costs {layers} layers), then a Dense module maps the pooled embedding to
+{dim} dimensions ({"layer " + str(layers) + "'s exit head, cut to its first " + str(dim) + " outputs" if head else
+"the first " + str(dim) + " of them"}). It loads with sentence-transformers alone:
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("PATH")
+embeddings = model.encode(["A man is playing a guitar.", "Someone plays music."])   # [2, {dim}]
+```
+
+The scores of this cell and of every other are in the model card of the run it was cut from (`twodmse card`).
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
 def read_cells(card):
     """{(dataset, layer, dim): Spearman x100} from a card's model-index."""
     out = {}

@@ -91,6 +91,8 @@ def export_cell(model, layers=None, dim=None, out=None, pooling=None, max_length
         _write(enc.model, enc.tokenizer, enc.pooling, enc.max_length, folder, source=enc.path)
         if dense is not None:
             _write_dense(folder, *dense)
+        from .card import cell_card
+        util.write_text(folder / "README.md", str(cell_card(str(model), k, dim, head is not None)))
     return util.atomic_write(Path(out), lambda tmp: write(Path(tmp)), folder=True)
 
 
