@@ -39,9 +39,9 @@ def write_grid(path, method, seed):
             for ds in report.STS_TEST for l in LAYERS for d in DIMS]
     # SICK-R's own test split and a dev split with absurd scores: the report must ignore them
     rows += [dict(model="tiny", method=method, dataset="sickr", split="test", layer=l, dim=d,
-                  spearman=-999.0, pearson=0.0, n_pairs=10) for l in LAYERS for d in DIMS]
+                  spearman=-99.0, pearson=0.0, n_pairs=10) for l in LAYERS for d in DIMS]
     rows += [dict(model="tiny", method=method, dataset="stsb", split="validation", layer=l, dim=d,
-                  spearman=-999.0, pearson=0.0, n_pairs=10) for l in LAYERS for d in DIMS]
+                  spearman=-99.0, pearson=0.0, n_pairs=10) for l in LAYERS for d in DIMS]
     path.parent.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(path, index=False)
 

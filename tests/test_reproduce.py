@@ -13,8 +13,10 @@ the untrained model's; only step 3's loss and grad_norm show an AdamW update (st
 from steps 1-2). With 3 rows the model forward, pooling, the method's cell sampling, the loss, the backward,
 the clipping norm, the optimizer, the schedule and the data order all enter.
 
-Bit for bit is what the same computation gives on the same machine, and only there; so the test first makes
-sure the inputs are the committed run's:
+Bit for bit is what the same computation gives on the same machine, and only there; on another CPU model (the
+committed runs come from more than one: train_info.json's hardware.cpu) every number must agree to a relative 1e-5,
+which float32 kernel differences keep and a change of behaviour does not. The test first makes sure the inputs are
+the committed run's:
   * threads: the workflow starts each run as `OMP_NUM_THREADS={threads} twodmse train` (workflow/rules/train.smk,
     configs/default.yaml threads: 1); the subprocess gets the thread count the run recorded (train_info.json
     hardware.torch_threads). CPU kernels split their sums by thread: with 2 threads instead of 1 a run departs
@@ -31,6 +33,7 @@ Cost: about 12 s per run on one core; the runs share the cores (about 40 s on 2 
 """
 import csv
 import importlib.util
+import math
 import json
 import os
 import subprocess
@@ -43,6 +46,7 @@ from pathlib import Path
 import pytest
 
 import needs
+from twodmse import util
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = REPO / "results" / "minilm"
@@ -198,8 +202,22 @@ def test_first_steps_reproduce_the_committed_run_bit_for_bit(method, reruns):
     assert header is not None and len(rows) == STEPS, (
         f"{method}: the rerun wrote {len(rows)} of {STEPS} loss rows in {seconds:.0f} s; its output:\n{tail}")
     assert header == want_header, f"{method}: loss.csv columns {header} != committed {want_header}"
+    # Bit for bit on the CPU model that made the run; on another (an Intel Xeon for a run made on an AMD EPYC: the
+    # same SIMD level, other float32 kernels) the last bits differ, so there every number must agree to 1e-5.
+    same_cpu = info["hardware"].get("cpu") == util.hardware()["cpu"]
     differ = [f"step {want[0]} {col}: {g} != committed {w}"
               for got, want in zip(rows, want_rows)
-              for col, g, w in zip(header, got, want) if col not in NOT_COMPARED and g != w]
-    assert not differ, (f"{method} no longer reproduces {path.relative_to(REPO)} bit for bit "
+              for col, g, w in zip(header, got, want) if col not in NOT_COMPARED and not agree(g, w, same_cpu)]
+    how = "bit for bit" if same_cpu else f"to 1e-5 (made on {info['hardware'].get('cpu')}, rerun on another CPU)"
+    assert not differ, (f"{method} no longer reproduces {path.relative_to(REPO)} {how} "
                         f"(threads {info['hardware']['torch_threads']}):\n  " + "\n  ".join(differ))
+
+
+def agree(got, want, exact):
+    """Two loss.csv fields: the same text, or (not exact) the same number to a relative 1e-5."""
+    if got == want or exact:
+        return got == want
+    try:
+        return math.isclose(float(got), float(want), rel_tol=1e-5, abs_tol=1e-9)
+    except ValueError:
+        return False

@@ -564,7 +564,7 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
     assert found == ["tiny/baseline/seed1/grid.csv", "tiny/baseline/seed2/grid.csv"]
     assert (wd / "figures/sweep_tiny.png").is_file()
     table = (wd / "figures/sweep_tiny.md").read_text()
-    assert "| method | picked | lr=1e-4 | lr=1e-3 |" in table
+    assert "| method | target | picked | pick score | margin | settled | lr=1e-4 | lr=1e-3 |" in table
     # a second call finds everything up to date (the links of sweep_pick do not look new)
     again = snakemake("-n", *args)
     assert "Nothing to be done" in again.stdout + again.stderr
