@@ -92,6 +92,8 @@ def check_sweep(cfg, schema):
 
 
 SCHEMA_DOC = yaml.safe_load(SCHEMA.read_text())
+if isinstance(config.get("sweep_settle"), str):  # --config sweep_settle=true passes text
+    config["sweep_settle"] = yaml.safe_load(config["sweep_settle"])
 check_sweep(config, SCHEMA_DOC)
 validate_config(config, SCHEMA_DOC, SCHEMA)
 
