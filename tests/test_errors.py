@@ -282,3 +282,12 @@ def test_weights_that_do_not_fit_the_config_are_refused(tiny_bert, tmp_path, cap
     code, err = run(capsys, "eval", "--model", folder, "--datasets", "stsb", "--out", tmp_path / "out")
     assert code == 2 and "its weights do not fit its config.json (4 layers x 32)" in err
     assert "encoder.layer.3." in err
+
+
+def test_a_bad_flag_is_one_line_without_the_usage_block(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["eval", "--dims", "x", "--out", "/tmp/never"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("twodmse eval: error: argument --dims: expected comma-separated integers")
+    assert err.rstrip().endswith("see `twodmse eval --help`")

@@ -13,9 +13,16 @@ COMMANDS = {"eval": "evaluate", "train": "train", "mteb": "mteb_eval", "speed": 
             "export": "export", "card": "card"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every other mistake: no usage block before it (--help has that)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser(command=None):
     """Import only the module of `command` (so `twodmse report` never loads torch); all for --help."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="twodmse",
         description="Train and measure elastic sentence embeddings at every (layer, dim) cell.",
         epilog="Run `twodmse COMMAND --help` for the options of each command. "
