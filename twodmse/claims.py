@@ -5,7 +5,8 @@ the difference must clear. The statistic is the mean Spearman over those cells (
 view); a claim "A beats B" is checked on A - B by stats.difference (difference of seed means; 95% interval from the
 paired test-pair bootstrap plus the seeds' spread, Student's t at the Welch-Satterthwaite degrees of freedom) and
 stats.verdict: holds when the whole interval is above the margin, fails when it is all below, inconclusive otherwise.
-The speed claim compares measured encode speedups with L/k. Only cached results are read (grids, bootstrap replicates, speed.csv); no torch.
+The speed claim compares measured encode speedups with L/k. Only cached results are read (grids, bootstrap
+replicates, speed.csv); no torch.
 
     from twodmse import claims
     rows = claims.check_all(per_seed, boots, speed)   # per_seed: method, seed, layer, dim, spearman
@@ -19,7 +20,7 @@ compared with <m>'s run at that seed, with the seed spread of <m>'s seeds on bot
 import numpy as np
 
 from . import stats
-from . import cells as cells_module
+from .cells import CELL_SETS, cell_set
 
 TWODMSE = "Li et al. 2024, 2D Matryoshka Sentence Embeddings (arXiv:2402.14776)"
 IELAB = "ielab 2DMSE-Reproduce README @c7467c2 (BERT-S vs 2DMSE)"
@@ -56,14 +57,6 @@ SPEED_CLAIM = {"id": "speed-layers", "source": "sentence-transformers Adaptive L
                "layers); the premise of 2DMSE's depth axis", "claim": "encoding with k of L layers is about L/k "
                "times faster (at least 0.8 L/k at every k)", "floor": 0.8}
 SPEED_COLUMNS = ["layers", "encode_speedup", "throughput_median", "throughput_iqr"]
-CELLS_TEXT = cells_module.CELL_SETS
-
-
-def claim_cells(kind, layers, dims):
-    """The (layer, dim) cells a claim concerns, on a grid of these layers and widths."""
-    return cells_module.cell_set(kind, layers, dims)
-
-
 def seed_values(method, cells, per_seed, boots):
     """(points [S], replicates [S, R]) of the mean over cells for each seed of a method; None if a seed lacks a
     cell or its bootstrap replicates."""
@@ -102,8 +95,8 @@ def check(claim, per_seed, boots, pair_seeds=False, cells=None):
     if missing:
         return {**row, "verdict": "not run", "test": f"no results for {', '.join(missing)}"}
     both = per_seed[per_seed.method.isin([a, b])]
-    cells = cells or claim_cells(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
-    row["cells"] = f"{CELLS_TEXT[claim['cells']]}, " + (" ".join(f"({n},{d})" for n, d in cells)
+    cells = cells or cell_set(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    row["cells"] = f"{CELL_SETS[claim['cells']]}, " + (" ".join(f"({n},{d})" for n, d in cells)
                                                         if len(cells) <= 8 else f"{len(cells)} cells")
     a_seeds = set(per_seed.seed[per_seed.method == a])
     paired = pair_seeds and len(a_seeds) == 1
@@ -153,7 +146,7 @@ def check_every_cell(claim, per_seed, boots):
     if "lo" not in whole:
         return whole
     both = per_seed[per_seed.method.isin([claim["a"], claim["b"]])]
-    cells = claim_cells(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    cells = cell_set(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
     rows = {c: check(claim, per_seed, boots, cells=[c]) for c in cells}
     verdicts = [r["verdict"] for r in rows.values()]
     verdict = "fails" if "fails" in verdicts else "holds" if set(verdicts) == {"holds"} else "inconclusive"
@@ -272,7 +265,7 @@ def check_ablations(per_seed, boots):
         parent = parent_of(variant, methods)
         for kind in ABLATION_CELLS if parent else ():
             claim = {"id": f"{variant}/{kind}", "a": variant, "b": parent, "cells": kind, "margin": 0.0,
-                     "source": "", "claim": f"{variant} vs {parent}, {CELLS_TEXT[kind]}"}
+                     "source": "", "claim": f"{variant} vs {parent}, {CELL_SETS[kind]}"}
             rows.append({**check(claim, per_seed, boots, pair_seeds=True), "kind": kind})
     return rows
 
@@ -281,7 +274,7 @@ def ablation_markdown(rows, title):
     lines = [f"## {title}", "", "| variant - method | cells | variant is | A - B [95% interval] |", "|---|---|---|---|"]
     for r in rows:
         number = f"{r['diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]" if "lo" in r else ""
-        lines.append(f"| {r['compared']} | {CELLS_TEXT[r['kind']]} | "
+        lines.append(f"| {r['compared']} | {CELL_SETS[r['kind']]} | "
                      f"**{ABLATION_VERDICTS.get(r['verdict'], r['verdict'])}** | {number} |")
     lines += ["", "Tests:", ""] + [f"- `{r['id']}`: {r['test']}" for r in rows]
     return "\n".join(lines) + "\n"

