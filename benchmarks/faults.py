@@ -327,6 +327,8 @@ def user_error(run, needle, folder, results=EVAL_RESULTS):
         problems.append(f"message lacks {needle!r}")
     if len(ERROR_LINE.findall(run.stderr)) != 1:
         problems.append(f"{len(ERROR_LINE.findall(run.stderr))} error lines, expected 1")
+    if re.search(r"^usage: ", run.stderr, re.M):
+        problems.append("a usage block before the error line")
     if left:
         problems.append(f"left {', '.join(left[:3])}")
     if problems:
@@ -861,6 +863,185 @@ def workflow_killed_and_resumed(lab):
     return recovered(run, f"missing after the rerun: {', '.join(missing)}" if missing else "", note, exits)
 
 
+
+# -------------------------------------------------------------- values, from the declarations (issue 21)
+
+def config_value_case(changes, needle=None):
+    """`twodmse train` with one bad value; the needle is the message twodmse's own declaration gives for it (the
+    CLI must print exactly that, once, exit 2, before any model loads or output is written)."""
+    def case(lab):
+        from twodmse import train_config
+        f = lab.folder("value " + json.dumps(changes, default=str)[:30])
+        cfg = lab.train_config(f, **changes)
+        expected = needle
+        if expected is None:
+            try:
+                train_config.validate(train_config.load_config(cfg), source=str(cfg))
+            except train_config.ConfigError as e:
+                expected = str(e)
+            else:
+                return Outcome("unhandled", "-", f"harness: the declaration accepts {changes}")
+        run = lab.run(["train", "--config", cfg, "--out", f / "out"], f)
+        return user_error(run, expected, f, TRAIN_RESULTS)
+    return case
+
+
+def value_case_name(changes):
+    """'train full dims=16' for {"method": "full", "method_options": {"dims": 16}}."""
+    method = changes.get("method", "")
+    (key, value), = [(k, v) for k, v in changes.items() if k != "method"] or [("method", method)]
+    if isinstance(value, dict) and len(value) == 1:
+        (sub, value), = value.items()
+        key = sub if key == "method_options" else f"{key}.{sub}"
+    return f"train {method + ' ' if key != 'method' else ''}{key}={value!r}"[:40]
+
+
+def declared_value_cases():
+    """One case per declared key (twodmse.schema.Value): the train keys, the loss keys and every method's options,
+    each set to the first of its declaration's bad values; a key added later gets its case here by itself."""
+    from twodmse import losses, methods, train_config
+    out = []
+    for key, value in train_config.CONFIG.items():
+        out.append({key: value.bad_values()[0]})
+    out += [{"loss": {key: value.bad_values()[0]}} for key, value in losses.KEYS.items()]
+    for name in methods.names():
+        out += [{"method": name, "method_options": {key: value.bad_values()[0]}}
+                for key, value in methods.options(name).items()]
+    return out
+
+
+# A state.pt whose unpickling runs a shell command (here: touches a file), as a foreign run folder could hold.
+EVIL_STATE = """\
+import os, pickle, sys
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+with open(sys.argv[1], "wb") as f:
+    pickle.dump({"config": Evil()}, f)
+"""
+
+
+def resume_state_case(damage, needle):
+    """A killed run's checkpoint/state.pt damaged or swapped, then the same command resumes it."""
+    def case(lab):
+        f = lab.folder("resume " + damage)
+        cfg = lab.train_config(f)
+        out = f / "out"
+        run = lab.run(["train", "--config", cfg, "--out", out], f, env={"TWODMSE_KILL_AT_STEP": "2"})
+        if not killed(run):
+            return not_killed(run)
+        state = out / "checkpoint" / "state.pt"
+        marker = f / "pwned"
+        if damage == "pickle that runs a command":
+            subprocess.run([lab.python, "-c", EVIL_STATE, state, marker], check=True)
+        elif damage == "truncated":
+            state.write_bytes(state.read_bytes()[:100])
+        elif damage == "empty":
+            state.write_bytes(b"")
+        elif damage == "of another model":
+            import torch
+            torch.save({"step": 1, "model": {"x": torch.zeros(1)}}, state)
+        run = lab.run(["train", "--config", cfg, "--out", out], f)
+        if marker.exists():
+            return Outcome("WRONG RESULT", str(run.rc), "unpickling state.pt ran the planted command")
+        outcome = user_error(run, needle, f, ("**/model", "**/train_info.json"))
+        if outcome.verdict == "handled" and "--no-resume" not in run.stderr:
+            return Outcome("unhandled", str(run.rc), "the message does not offer --no-resume: " + outcome.what)
+        return outcome
+    return case
+
+
+def model_weights_short_of_config(command):
+    """A model folder whose config.json says 3 layers while its weights hold 2."""
+    def case(lab):
+        from safetensors.numpy import load_file, save_file
+        f = lab.folder(f"{command} weights short of config")
+        model = f / "short-model"
+        shutil.copytree(lab.model, model)
+        weights = load_file(model / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if ".layer.2." not in k}, model / "model.safetensors",
+                  metadata={"format": "pt"})
+        needle = "its weights do not fit its config.json"
+        if command == "eval":
+            run = lab.run(lab.eval_args(f / "out", f / "cache", model=model), f)
+            return user_error(run, needle, f)
+        run = lab.run(["train", "--config", lab.train_config(f, model=str(model)), "--out", f / "out"], f)
+        return user_error(run, needle, f, TRAIN_RESULTS)
+    return case
+
+
+def separate_without_top_model(lab):
+    """separate told to copy its full depth from a model folder that is not there: refused before depth 1 trains."""
+    f = lab.folder("separate missing top_model")
+    missing = f / "no-such-baseline" / "model"
+    cfg = lab.train_config(f, method="separate", method_options={"top_model": str(missing)})
+    run = lab.run(["train", "--config", cfg, "--out", f / "out"], f)
+    return user_error(run, f"{missing.parent / 'train_info.json'} not found", f, TRAIN_RESULTS + ("**/layers*",))
+
+
+def report_case(damage, needle):
+    """`twodmse report` on a results folder whose one run has a damaged grid.csv or bootstrap.npz."""
+    def case(lab):
+        ref = lab.clean_eval() / "out"
+        f = lab.folder("report " + damage)
+        run_dir = f / "results" / "tiny" / "baseline" / "seed1"
+        run_dir.mkdir(parents=True)
+        for name in ("grid.csv", "bootstrap.npz"):
+            shutil.copy(ref / name, run_dir / name)
+        grid = run_dir / "grid.csv"
+        rows = grid.read_text().splitlines()
+        head = rows[0].split(",")
+        col = {name: head.index(name) for name in ("layer", "dim", "spearman")}
+
+        def edit_first(column, make):
+            cells = rows[1].split(",")
+            cells[col[column]] = make(cells[col[column]])
+            rows[1] = ",".join(cells)
+            grid.write_text("\n".join(rows) + "\n")
+
+        if damage == "Spearman 150":
+            edit_first("spearman", lambda v: "150.0")
+        elif damage == "Spearman / 100":
+            grid.write_text("\n".join([rows[0]] + [",".join(
+                f"{float(c) / 100:.6f}" if i == col["spearman"] else c for i, c in enumerate(r.split(",")))
+                for r in rows[1:]]) + "\n")
+        elif damage == "layer 0":
+            edit_first("layer", lambda v: "0")
+        elif damage == "dim -8":
+            edit_first("dim", lambda v: "-8")
+        elif damage == "grid.csv empty":
+            grid.write_text("")
+        elif damage == "bootstrap.npz truncated":
+            data = (run_dir / "bootstrap.npz").read_bytes()
+            (run_dir / "bootstrap.npz").write_bytes(data[:len(data) // 2])
+        elif damage == "bootstrap.npz not a zip":
+            (run_dir / "bootstrap.npz").write_text("not a zip\n")
+        run = lab.run(["report", "--results", f / "results", "--out", f / "out", "--formats", "png"], f)
+        return user_error(run, needle.format(grid=grid, npz=run_dir / "bootstrap.npz"), f,
+                          ("out/**/*.md", "out/**/*.png"))
+    return case
+
+
+def workflow_bad_method_option(lab):
+    """A workflow config with an unknown method option: Snakemake must stop with the message, not hang."""
+    f = lab.folder("workflow unknown method option")
+    cfg = f / "bad.yaml"
+    cfg.write_text((REPO / "configs" / "ci.yaml").read_text()
+                   + "\nmethod_settings: {2dmse: {method_options: {foo: 1}}}\n")
+    argv = [str(Path(lab.python).parent / "snakemake"), "--configfile", str(cfg), "-d", str(f / "wd"),
+            "--cores", "1", "--snakefile", str(REPO / "Snakefile"), "--until", "check_train_configs"]
+    try:
+        p = subprocess.run(argv, cwd=REPO, env=lab.env, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired:
+        return Outcome("unhandled", "timeout", "Snakemake did not exit within 180 s after the failed check")
+    text = p.stdout + p.stderr
+    if p.returncode == 0:
+        return Outcome("WRONG RESULT", "0", "Snakemake exited 0 with a bad method option")
+    if "method 2dmse has no option 'foo'" not in text:
+        return Outcome("unhandled", str(p.returncode), "the message lacks the option's name", text[-3000:])
+    return Outcome("handled", str(p.returncode), "stopped: method 2dmse has no option 'foo'")
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 def cases(with_workflow):
@@ -904,9 +1085,9 @@ def cases(with_workflow):
     add("train config misspelt key", E2,
         train_config_case("{cfg}: unknown key 'max_stepz' (did you mean 'max_steps'?)", "max_stepz: 4\n"), "train")
     add("train config wrong type", E2,
-        train_config_case("{cfg}: 'batch_size' must be int, got str 'four'", {"batch_size": "four"}), "train")
+        train_config_case("{cfg}: 'batch_size' must be an integer >= 1; got 'four'", {"batch_size": "four"}), "train")
     add("train --config missing", E2, train_config_case("--config {cfg}: cannot read it", "missing"), "train")
-    add("train --max-steps 0", E2, train_config_case("'max_steps' must be >= 1; got 0", args=["--max-steps", 0]),
+    add("train --max-steps 0", E2, train_config_case("'max_steps' must be an integer >= 1, or null; got 0", args=["--max-steps", 0]),
         "train")
     add("train config device: cuda (no GPU)", E2, train_cuda, "train")
     for command, flags, needle, results in [
@@ -923,6 +1104,42 @@ def cases(with_workflow):
     ]:
         add(f"{command} {' '.join(flags)}", E2, command_flag_case(command, flags, needle, results), command)
     add("report --results missing", E2, report_missing_results, "report")
+    # issue 21: values that trained nothing or backwards with exit 0, tracebacks, a hang, a resume that ran code
+    for changes in ({"lr": 0.0}, {"lr": -1.0}, {"lr": float("nan")}, {"max_grad_norm": -1.0}, {"layer_lr_decay": -1.0},
+                    {"weight_decay": -1.0}, {"seed": -1}, {"seed": 2 ** 33}, {"loss": {"cosine_tau": -20.0}},
+                    {"loss": {"cosine_tau": 0}}, {"loss": {"cosine_w": "x"}},
+                    {"method_options": {"kl_weight": "x"}}, {"method_options": {"kl_temperature": 0}},
+                    {"method": "starbucks", "method_options": {"kl_weight": "x"}},
+                    {"method": "full", "method_options": {"anchor_weight": "x"}},
+                    {"method": "relational", "method_options": {"distill_weight": "x"}},
+                    {"method": "relational", "method_options": {"distill_temperature": 0}},
+                    {"method": "full", "method_options": {"dims": 16}},
+                    {"method": "full", "method_options": {"dims": "abc"}},
+                    {"method": "full", "method_options": {"dims": [16.5]}},
+                    {"method": "full", "method_options": {"layer_weights": "bogus"}},
+                    {"method": "full", "method_options": {"foo": 1}},
+                    {"method": "st-matryoshka2d", "method_options": {"bogus": 1}}):
+        add(value_case_name(changes), E2, config_value_case(changes), "values")
+    add("train scores all equal", E2, bad_data_case("train", constant_scores, "all 48 gold scores of stsb train are 2.0",
+                                                  command="train"),
+        "values")
+    for damage in ("pickle that runs a command", "truncated", "empty", "of another model"):
+        add(f"resume, state.pt {damage}"[:40], "exit 2, nothing run", resume_state_case(damage, "state.pt"),
+            "resume")
+    add("eval weights short of config", E2, model_weights_short_of_config("eval"), "model")
+    add("train weights short of config", E2, model_weights_short_of_config("train"), "model")
+    add("eval --datasets stsb,stsb", E2, eval_flag_case(["--datasets", "stsb,stsb"], "--datasets: stsb named more than once"),
+        "eval flags")
+    add("separate, top_model missing", E2, separate_without_top_model, "train")
+    for damage, needle in (("Spearman 150", "{grid}:2: column 'spearman' is 150.0"),
+                           ("Spearman / 100", "{grid}: every Spearman lies in [-1, 1]"),
+                           ("layer 0", "{grid}:2: column 'layer' is 0"), ("dim -8", "{grid}:2: column 'dim' is -8"),
+                           ("grid.csv empty", "{grid}"), ("bootstrap.npz truncated", "{npz}"),
+                           ("bootstrap.npz not a zip", "{npz}")):
+        add(f"report, {damage}", E2, report_case(damage, needle), "report")
+    add("snakemake, unknown method option", "exit != 0, no hang", workflow_bad_method_option, "workflow")
+    for changes in declared_value_cases():
+        add(value_case_name(changes), E2, config_value_case(changes), "declared")
     add("cache KEY.npy truncated", "exit 0, warning, = ref", cache_damage_case(truncated), "cache")
     add("cache KEY.npy same size, bytes changed", "exit 0, warning, = ref", cache_damage_case(corrupted_same_size),
         "cache")

@@ -137,7 +137,7 @@ def st_matryoshka2d(folder, pairs, device, lr):
     return step
 
 
-def epoch_ours(folder, n_pairs, batch_size, device, out, length_chunks=train.CONFIG["length_chunks"][0]):
+def epoch_ours(folder, n_pairs, batch_size, device, out, length_chunks=train.CONFIG["length_chunks"].default):
     cfg = {"model": str(folder), "method": "baseline", "train_data": "stsb", "limit": n_pairs or None,
            "batch_size": batch_size, "lr": 2e-5, "warmup_ratio": 0.1, "epochs": 1, "seed": 42,
            "save_every": 10 ** 9, "device": str(device), "length_chunks": length_chunks}

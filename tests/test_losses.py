@@ -310,7 +310,7 @@ def test_bad_input_gives_clear_errors():
         methods.build("2d", 4, 32)
     with pytest.raises(ValueError, match="no option"):
         methods.build("baseline", 4, 32, kl_weight=1)
-    with pytest.raises(ValueError, match="unknown loss option"):
+    with pytest.raises(ValueError, match=r"loss has no option .cosine_weight. \(did you mean .cosine_w.\?\)"):
         methods.build("full", 4, 32, loss_cfg={"cosine_weight": 1})
     with pytest.raises(ValueError, match="odd width"):
         methods.build("mrl", 4, 30, loss_cfg={"angle_w": 1}, dims=[30, 15])

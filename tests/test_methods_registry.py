@@ -12,18 +12,8 @@ from twodmse import methods
 
 REPO = Path(__file__).resolve().parent.parent
 
-TOY = '''"""toy: the last layer at its two narrowest training widths (an example of adding a method)."""
-from twodmse.methods.grid import GridMethod
-
-
-class Method(GridMethod):
-    name = "toy"
-
-    def cells(self, step=0):
-        W = self.zeros()
-        W[self.row(self.L), -2:] = 1
-        return W.float()
-'''
+# The README's example method, "Add a method", as it is written there.
+TOY = (REPO / "README.md").read_text().split("## Add a method", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture
@@ -48,6 +38,12 @@ def test_a_toy_method_trains_through_the_cli(toy_env, tiny_bert, tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "twodmse.cli", "train", "--help"], env=toy_env,
                                capture_output=True, text=True).stdout
     assert "toy" in help_text and "the last layer at its two narrowest training widths" in help_text
+    assert "weight: weight of the two cells [a number > 0; default 1.0]" in help_text  # from its declaration
+    cfg.write_text(json.dumps({"method": "toy", "model": str(tiny_bert), "method_options": {"weight": 0}}))
+    run = subprocess.run([sys.executable, "-m", "twodmse.cli", "train", "--config", cfg, "--out", tmp_path / "bad"],
+                         env=toy_env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "method toy: option weight must be a number > 0; got 0" in run.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_toy_method_is_planned_by_the_workflow(toy_env, tmp_path):

@@ -188,14 +188,34 @@ def test_unknown_method_is_named_with_the_fix(tmp_path):
     assert "method '2dmse-v9'" in out and "method_settings" in out
 
 
-def test_schema_train_keys_match_twodmse_train():
-    """Every train key of the schema is one `twodmse train --config` accepts, and the reverse
-    (model, method and seed come from the backbone, method and seed of each run)."""
-    from twodmse import losses, train
-    schema = yaml.safe_load(SCHEMA.read_text())
-    keys = schema["$defs"]["train_keys"]["properties"]
-    assert set(keys) == set(train.CONFIG) - {"model", "method", "seed"}
-    assert set(keys["loss"]["properties"]) == set(losses.DEFAULTS[2])
+def test_schema_train_keys_are_generated_from_twodmse_train():
+    """The workflow's `train` keys are twodmse train's declaration (CONFIG, losses.KEYS), written out: a key, type
+    or range changed there and not regenerated here fails (model, method and seed come from each run)."""
+    from twodmse import losses, train_config
+    keys = yaml.safe_load((SCHEMA.parent / "train_keys.schema.yaml").read_text())
+    assert keys == train_config.workflow_schema(), \
+        "regenerate: python -m twodmse.train_config > workflow/schemas/train_keys.schema.yaml"
+    assert set(keys["properties"]) == set(train_config.CONFIG) - {"model", "method", "seed"}
+    assert set(keys["properties"]["loss"]["properties"]) == set(losses.KEYS) == set(losses.DEFAULTS[2])
+    assert yaml.safe_load(SCHEMA.read_text())["$defs"]["train_keys"] == {"$ref": "train_keys.schema.yaml"}
+
+
+def test_the_workflow_schema_refuses_what_twodmse_train_refuses():
+    """One declaration, two checkers: every bad value of every workflow train key fails the generated JSON schema
+    as it fails `twodmse train`'s own check, and every default passes both."""
+    from jsonschema import Draft202012Validator
+    from twodmse import losses, train_config
+    keys = yaml.safe_load((SCHEMA.parent / "train_keys.schema.yaml").read_text())
+    for key, value in train_config.CONFIG.items():
+        if key in train_config.RUN_KEYS:
+            continue
+        check = Draft202012Validator(keys["properties"][key])
+        assert check.is_valid(value.default), key
+        for bad in value.bad_values():
+            if not isinstance(bad, float) or bad == bad:  # NaN: YAML and JSON schema have no NaN to refuse
+                assert not check.is_valid(bad), (key, bad)
+    check = Draft202012Validator(keys["properties"]["loss"])
+    assert check.is_valid(losses.DEFAULTS[2]) and not check.is_valid({"cosine_tau": 0}) and not check.is_valid({"x": 1})
 
 
 @pytest.mark.parametrize("name", ["default", "paper"])
@@ -215,7 +235,8 @@ def test_config_check_names_the_run_and_the_bad_option():
     assert check.problems_of("b/mrl/seed1", good) == []
     problems = check.problems_of("b/mrl/seed1", {**good, "method_options": {"dimz": [8]}})
     assert len(problems) == 1 and "b/mrl/seed1" in problems[0] and "dimz" in problems[0]
-    problems = check.problems_of("b/st/seed1", {**good, "method": "st-matryoshka2d", "loss": {"cosine_w": 1.0}})
+    problems = check.problems_of("b/st/seed1", {**good, "method": "st-matryoshka2d", "method_options": {},
+                                                  "loss": {"cosine_w": 1.0}})
     assert len(problems) == 1 and "loss" in problems[0]
 
 
@@ -645,4 +666,4 @@ def test_a_bad_method_option_stops_the_workflow_with_its_message_and_no_hang(tmp
     except subprocess.TimeoutExpired:
         pytest.fail("snakemake did not exit within 120 s after the config check failed")
     assert result.returncode != 0
-    assert "method 2dmse has no option(s) ['foo']" in result.stdout + result.stderr
+    assert "method 2dmse has no option 'foo'" in result.stdout + result.stderr

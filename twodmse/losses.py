@@ -17,26 +17,30 @@ cell losses come back as [C, D]. Widths are prefixes: width d uses x[..., :d].
 import torch
 import torch.nn.functional as F
 
-from .util import finite_number
+from .schema import Value, check_all
 
 DEFAULTS = {2: dict(cosine_w=1.0, ibn_w=0.0, angle_w=0.0, cosine_tau=20.0, ibn_tau=20.0, angle_tau=20.0),
             3: dict(cosine_w=0.0, ibn_w=1.0, angle_w=0.0, cosine_tau=20.0, ibn_tau=20.0, angle_tau=20.0)}
 EPS = 1e-8  # floor on vector norms: a zero prefix gives cosine 0, not NaN
 
 
+WEIGHT = "a negative weight climbs its loss"
+TAU = "0 divides by zero, a negative one reverses the ranking"
+# The `loss` keys of a training config, declared once (defaults: those of pairs; DEFAULTS[3] for triplets).
+KEYS = {
+    "cosine_w": Value(1.0, float, "weight of CoSENT", low=0, why=WEIGHT),
+    "ibn_w": Value(0.0, float, "weight of the in-batch negatives loss", low=0, why=WEIGHT),
+    "angle_w": Value(0.0, float, "weight of the angle loss", low=0, why=WEIGHT),
+    "cosine_tau": Value(20.0, float, "CoSENT's scale (cosines x tau)", above=0, why=TAU),
+    "ibn_tau": Value(20.0, float, "the in-batch negatives' scale", above=0, why=TAU),
+    "angle_tau": Value(20.0, float, "the angle loss's scale", above=0, why=TAU),
+}
+
+
 def config(loss_cfg, k):
     """User loss weights over the defaults for k columns (pairs: CoSENT only; triplets: ibn only)."""
-    cfg = dict(DEFAULTS[k])
-    unknown = set(loss_cfg or {}) - set(cfg)
-    if unknown:
-        raise ValueError(f"unknown loss option(s) {sorted(unknown)}; choose from {sorted(cfg)}")
-    for key, value in (loss_cfg or {}).items():
-        # a weight below 0 climbs its loss, a temperature at or below 0 flattens or reverses its ranking
-        low, rule = (0.0, ">= 0") if key.endswith("_w") else (None, "> 0")
-        if not finite_number(value) or (value < low if low is not None else value <= 0):
-            raise ValueError(f"loss option {key} must be a number {rule}; got {value!r}")
-    cfg.update(loss_cfg or {})
-    return cfg
+    check_all(KEYS, loss_cfg or {}, "loss")
+    return {**DEFAULTS[k], **(loss_cfg or {})}
 
 
 def prefix_sums(x, widths):

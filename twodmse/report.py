@@ -133,6 +133,9 @@ def read_grid(path):
             line = int(np.flatnonzero(~ok)[0]) + 2
             raise ReportError(f"{path}:{line}: column {col!r} is {df[col].iloc[line - 2].item()!r}, not {want}; fix or "
                               f"regenerate the file")
+    if len(df) and (df.spearman.abs() <= 1).all():
+        raise ReportError(f"{path}: every Spearman lies in [-1, 1]: these are correlations, not the Spearman x100 "
+                          f"that twodmse eval writes; regenerate the file with twodmse eval")
     df["layer"], df["dim"] = df["layer"].astype(int), df["dim"].astype(int)
     dup = df.duplicated(["dataset", "split", "layer", "dim"])
     if dup.any():

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import backbone, checkpoint, data, distributed, methods, util
+from . import backbone, checkpoint, data, distributed, losses, methods, util
 from .export import save_sentence_transformer
 from .train_config import CONFIG, ConfigError, load_config, validate  # noqa: F401 (twodmse.train's interface)
 
@@ -325,13 +325,13 @@ def train(cfg, out_dir, resume=True):
 # ---------------------------------------------------------------------------------------------- CLI
 
 def add_cli(subparsers):
-    epilog = "config keys (YAML):\n" + "\n".join(
-        f"  {key:<15}{help_} (default: {json.dumps(default)})" for key, (default, _, help_) in CONFIG.items())
+    epilog = "config keys (YAML):\n" + "\n".join(f"  {key:<15}{value.describe()}" for key, value in CONFIG.items())
+    epilog += "\n\nloss keys:\n" + "\n".join(f"  {key:<15}{value.describe()}" for key, value in losses.KEYS.items())
     epilog += ("\n\noutputs: out/loss.csv (one row per step), out/checkpoint/ (every save_every steps; removed at the"
                "\nend), out/model/ (sentence-transformers format), out/train_info.json (provenance; marks it done)."
                "\nA killed run resumes from out/checkpoint/ when restarted with the same command."
                "\n\nmethods (each one file in twodmse/methods/; its docstring has the paper, code and options):\n"
-               + "\n".join(f"  {name:<16}{_summary(name)}" for name in methods.names())
+               + "\n".join(f"  {name:<16}{_summary(name)}\n{_options(name)}" for name in methods.names())
                + "\n\nExamples: configs/train/*.yaml")
     p = subparsers.add_parser("train", help="train a backbone with an elastic objective",
                               description="Train a sentence encoder so every (layer, dim) cell is usable.",
@@ -343,6 +343,11 @@ def add_cli(subparsers):
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from out/checkpoint/ (default) or start over")
     p.set_defaults(func=run_cli)
+
+
+def _options(name):
+    """A method's method_options, one line each, from its declaration (its file's OPTIONS)."""
+    return "\n".join(f"      {key}: {value.describe()}" for key, value in methods.options(name).items())
 
 
 def _summary(name):

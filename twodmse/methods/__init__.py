@@ -3,11 +3,11 @@
 A method says which (layer, width) cells of the grid a training step supervises, how it samples them, and which
 layers it aligns to the last one; losses.grid_loss computes every supervised cell in one pass. A method module
 holds its docstring (paper, upstream code and commit, what it supervises) and either
-  Method    a methods.grid.GridMethod subclass: its OPTIONS ({option: default}, the `method_options` it
-            accepts), its `cells(step)` weight matrix over (layer x width) and its `align(emb, step)` term;
-            trained by twodmse.train's loop, or
+  Method    a methods.grid.GridMethod subclass: its OPTIONS (the `method_options` it accepts, each a
+            twodmse.schema.Value: default, type, range and meaning), its `cells(step)` weight matrix over
+            (layer x width) and its `align(emb, step)` term; trained by twodmse.train's loop, or
   train     train(cfg, out, resume) -> model folder, for a method that trains its own way (separate,
-            st-matryoshka2d), with a module-level OPTIONS (None: handed on unchecked),
+            st-matryoshka2d), with a module-level OPTIONS,
 and SELECT_ON, the cells a sweep picks its values on (a name of twodmse.cells.CELL_SETS: "all" for an elastic
 method, "top" for baseline, ...; "all" when left out), and may define check_config(cfg, source) for rules on the
 rest of the training config.
@@ -68,7 +68,7 @@ def get(name):
 
 
 def options(name):
-    """The method_options a method accepts ({option: default}), or None when they pass through unchecked."""
+    """The method_options a method accepts: {option: twodmse.schema.Value (default, type, range, meaning)}."""
     module = get(name)
     return module.Method.OPTIONS if hasattr(module, "Method") else module.OPTIONS
 
@@ -82,34 +82,11 @@ def select_on(name):
     return kind
 
 
-def check_option_values(name, given):
-    """Each given method option against its default: a number where the default is a number (>= 0; a temperature
-    > 0), true or false where it is a flag, `dims` a list of widths >= 1, a weighting (`*_weights`) one of
-    grid.WEIGHTINGS or a list of numbers >= 0. Raises ValueError naming the option; checked before any model loads."""
-    from ..util import finite_number as number
-    defaults = options(name) or {}
-    for key, value in given.items():
-        default = defaults.get(key)
-        if key == "dims":
-            if value is not None and (not isinstance(value, list) or not value or
-                                      not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
-                                              for d in value)):
-                raise ValueError(f"method {name}: option dims must be a list of widths >= 1, e.g. [384, 128, 32]; "
-                                 f"got {value!r}")
-        elif key.endswith("_weights") and isinstance(default, str):
-            from .grid import WEIGHTINGS
-            named = isinstance(value, str) and value in WEIGHTINGS
-            if not (named or isinstance(value, list) and value and all(number(v) and v >= 0 for v in value)):
-                raise ValueError(f"method {name}: option {key} must be one of {sorted(WEIGHTINGS)} or a list of "
-                                 f"numbers >= 0; got {value!r}")
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"method {name}: option {key} must be true or false; got {value!r}")
-        elif number(default):
-            positive = "temperature" in key
-            if not number(value) or (value <= 0 if positive else value < 0):
-                raise ValueError(f"method {name}: option {key} must be a number {'> 0' if positive else '>= 0'}; "
-                                 f"got {value!r}")
+def check_options(name, given):
+    """Each given method option against the method's declaration: unknown or ill-typed options, and values out of
+    range, raise ValueError naming the option; checked before any model loads."""
+    from ..schema import check_all
+    check_all(options(name), given, f"method {name}")
 
 
 def trains_itself(name):

@@ -14,7 +14,8 @@ Options: dims (training widths), layer_weights and dim_weights ("uniform", "line
 """
 import torch
 
-from .grid import GridMethod, weights
+from ..schema import Value
+from .grid import DIMS_OPTION, GridMethod, weighting, weights
 
 # A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
 SELECT_ON = "all"
@@ -22,7 +23,9 @@ SELECT_ON = "all"
 
 class Method(GridMethod):
     name = "full"
-    OPTIONS = {"dims": None, "layer_weights": "uniform", "dim_weights": "uniform", "anchor_weight": 1.0}
+    OPTIONS = {"dims": DIMS_OPTION, "layer_weights": weighting("layer"), "dim_weights": weighting("width"),
+               "anchor_weight": Value(1.0, float, "extra weight on the (L, H) cell", low=0,
+                                      why="a negative weight climbs the top cell's loss")}
 
     def cells(self, step=0):
         lw = weights(self.opts["layer_weights"], range(1, self.L + 1), "layer_weights")

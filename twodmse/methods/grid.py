@@ -10,11 +10,24 @@ resumable, and no device sync.
 """
 import torch
 
-from .. import losses
+from .. import losses, schema
 from ..backbone import layer_index
 from ..cells import default_dims
+from ..schema import Value
 
 WEIGHTINGS = {"uniform": lambda v: 1.0, "linear": lambda v: float(v), "inverse": lambda v: 1.0 / v}
+# The options several methods share, declared once (twodmse.schema.Value: type, range, meaning).
+DIMS_OPTION = Value(None, list, "the widths of the grid besides the full width; null = the hidden size and the "
+                                "powers of two below it down to 8", items=Value(8, int, "a width", low=1))
+KL_WEIGHT_OPTION = Value(1.0, float, "weight of the KL term that aligns the lower cells with the top one", low=0,
+                         why="a negative weight pushes them apart")
+DETACH_TEACHER_OPTION = Value(False, bool, "stop the gradient through the top cell when it is the KL teacher")
+
+
+def weighting(what):
+    """A weighting option: a name in WEIGHTINGS or a list of weights >= 0, one per entry of `what`."""
+    return Value("uniform", (str, list), f"weight of each {what}: uniform, linear (grows with it), inverse, or a "
+                 f"list with one weight per {what}", choices=tuple(WEIGHTINGS), items=Value(1.0, float, "a weight", low=0))
 
 
 def weights(spec, values, what):
@@ -32,15 +45,13 @@ class GridMethod:
     """Base of the grid methods: subclasses set OPTIONS and define cells(step), and may define align()."""
 
     name = None               # the registry's name, for messages
-    OPTIONS = {"dims": None}  # option -> default
+    OPTIONS = {"dims": DIMS_OPTION}  # option -> its declaration (default, type, range)
     two_forwards = False      # True when a step needs two forward passes (DistributedDataParallel cannot)
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
-        bad = set(options) - set(self.OPTIONS)
-        if bad:
-            raise ValueError(f"method '{self.name}' has no option(s) {sorted(bad)}; it takes {sorted(self.OPTIONS)}")
+        schema.check_all(self.OPTIONS, options, f"method {self.name}")  # for callers of build() that skip validate
         self.L, self.H, self.seed = num_layers, hidden_size, seed
-        self.opts = {**self.OPTIONS, **options}
+        self.opts = {**schema.defaults(self.OPTIONS), **options}
         self.loss_cfg = dict(loss_cfg or {})
         losses.config(self.loss_cfg, 2)  # fail now on a misspelt key, not at step 1
         self.dims = self.widths()

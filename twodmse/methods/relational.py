@@ -21,6 +21,7 @@ distill_temperature (0.05, i.e. cosines x 20 as CoSENT's), detach_teacher (True)
 import torch
 
 from .. import losses
+from ..schema import Value
 from . import full
 
 # A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
@@ -31,7 +32,12 @@ OFF = -1e30  # a row's similarity to itself: exp() underflows to 0 and differenc
 
 class Method(full.Method):
     name = "relational"
-    OPTIONS = {**full.Method.OPTIONS, "distill_weight": 1.0, "distill_temperature": 0.05, "detach_teacher": True}
+    OPTIONS = {**full.Method.OPTIONS,
+               "distill_weight": Value(1.0, float, "weight of the similarity distillation from the top cell", low=0,
+                                       why="a negative weight pushes the cells' similarities apart"),
+               "distill_temperature": Value(0.05, float, "temperature of the in-batch similarity softmax", above=0,
+                                            why="0 divides by zero, a negative one reverses the ranking"),
+               "detach_teacher": Value(True, bool, "stop the gradient through the top cell's similarities")}
 
     def align(self, emb, step):
         if not self.opts["distill_weight"]:

@@ -19,13 +19,18 @@ import shutil
 from pathlib import Path
 
 from .. import backbone, checkpoint, distributed, util
+from ..schema import Value
 from ..train_config import ConfigError, changed_keys
 from .baseline import Method as Baseline
 
 # A sweep picks its values on these cells (twodmse.cells.CELL_SETS): each depth's model on its own (k, H).
 SELECT_ON = "each-depth"
 
-OPTIONS = {**Baseline.OPTIONS, "top_model": None, "per_depth": None}
+OPTIONS = {**Baseline.OPTIONS,
+           "top_model": Value(None, str, "the model folder of the baseline run with the same settings (its full "
+                                         "depth is copied, not trained again)"),
+           "per_depth": Value(None, dict, "train keys of one depth, e.g. {1: {lr: 6.0e-4}} (a sweep's per-depth "
+                                          "picks)")}
 # Train keys a depth may set for itself: what a sweep can vary (model, method, seed and device are the run's).
 RUN_KEYS = ("model", "method", "method_options", "seed", "device")
 
@@ -37,8 +42,6 @@ def check_config(cfg, source):
     if per_depth is None:
         return
     example = "e.g. per_depth: {1: {lr: 6.0e-4}}"
-    if not isinstance(per_depth, dict):
-        raise ConfigError(f"{source}: method_options.per_depth must map depths to train keys, {example}")
     for k, values in per_depth.items():
         key = f"method_options.per_depth.{k}"
         if not str(k).isdigit() or int(k) < 1 or not isinstance(values, dict):

@@ -6,8 +6,9 @@ The base loss is CoSENTLoss for scored pairs and MultipleNegativesRankingLoss fo
 key does not apply. Same starting point (the backbone with our pooling and max_length), data order seed,
 linear warmup/decay schedule and step count as our runs, so its grid can be set beside ours.
 
-Options: passed to Matryoshka2dLoss as they are (its keyword arguments depend on the installed
-sentence-transformers version); matryoshka_dims defaults to cells.default_dims (the hidden size and the powers of two below it down to 8).
+Options: Matryoshka2dLoss's keyword arguments, declared with their types and ranges in OPTIONS below and checked
+before any model loads; matryoshka_dims defaults to cells.default_dims (the hidden size and the powers of two below
+it down to 8).
 Needs sentence-transformers>=3, datasets and accelerate.
 
     twodmse train --config configs/train/stsb.yaml --method st-matryoshka2d --out runs/st
@@ -19,12 +20,27 @@ import time
 
 from .. import backbone, cells, checkpoint, data, distributed, util
 from ..export import save_sentence_transformer
+from ..schema import Value
 from ..train_config import ConfigError
 
 # A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
 SELECT_ON = "all"
 
-OPTIONS = None  # handed to Matryoshka2dLoss unchecked
+# Matryoshka2dLoss's keyword arguments (as in sentence-transformers 6.3) but model and loss, which we pass.
+OPTIONS = {
+    "matryoshka_dims": Value(None, list, "training widths; null = the hidden size and the powers of two below it "
+                                         "down to 8", items=Value(8, int, "a width", low=1)),
+    "matryoshka_weights": Value(None, list, "one weight per width; null = 1 each",
+                                items=Value(1.0, float, "a weight", low=0)),
+    "n_layers_per_step": Value(1, int, "random layers below the last one trained per step; -1 = all", low=-1),
+    "n_dims_per_step": Value(1, int, "random widths trained per layer and step; -1 = all", low=-1),
+    "last_layer_weight": Value(1.0, float, "weight of the last layer's loss", low=0),
+    "prior_layers_weight": Value(1.0, float, "weight of the lower layers' losses", low=0),
+    "kl_div_weight": Value(1.0, float, "weight of the KL term toward the last layer", low=0),
+    "kl_temperature": Value(0.3, float, "temperature of that KL term", above=0,
+                            why="0 divides by zero, a negative one reverses the ranking"),
+    "layer_weighting": Value("uniform", str, "how the lower layers are weighted", choices=("uniform", "log", "linear")),
+}
 
 
 def check_config(cfg, source):
@@ -83,7 +99,7 @@ def train(cfg, out, resume=True):
         dataset = Dataset.from_dict({"sentence1": cols[0], "sentence2": cols[1], "score": scores.tolist()})
         base = losses.CoSENTLoss(model)
     options = dict(cfg["method_options"])
-    dims = options.pop("matryoshka_dims", cells.default_dims(enc.hidden_size))
+    dims = options.pop("matryoshka_dims", None) or cells.default_dims(enc.hidden_size)
     loss = losses.Matryoshka2dLoss(model, base, dims, **options)
     total = total_steps(cfg, len(cols[0]), world)
     last = last_checkpoint(str(work)) if resume and work.exists() else None

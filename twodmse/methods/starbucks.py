@@ -18,7 +18,7 @@ import torch
 
 from .. import losses
 from ..cells import STARBUCKS_WIDTHS_12x768, starbucks_diagonal
-from .grid import GridMethod
+from .grid import DETACH_TEACHER_OPTION, DIMS_OPTION, KL_WEIGHT_OPTION, GridMethod
 
 # A sweep picks its values on these cells (twodmse.cells.CELL_SETS): the diagonal it trains.
 SELECT_ON = "starbucks-diagonal"
@@ -28,7 +28,7 @@ KL_WEIGHT = 0.3  # ielab/Starbucks: kl_temperature, used as the weight of the KL
 
 class Method(GridMethod):
     name = "starbucks"
-    OPTIONS = {"dims": None, "kl_weight": 1.0, "detach_teacher": False}
+    OPTIONS = {"dims": DIMS_OPTION, "kl_weight": KL_WEIGHT_OPTION, "detach_teacher": DETACH_TEACHER_OPTION}
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
         super().__init__(num_layers, hidden_size, loss_cfg, seed, **options)

@@ -27,7 +27,8 @@ import torch
 
 from .. import losses
 from ..cells import default_dims
-from .grid import GridMethod
+from ..schema import Value
+from .grid import DETACH_TEACHER_OPTION, KL_WEIGHT_OPTION, GridMethod
 
 # A sweep picks its values on these cells (twodmse.cells.CELL_SETS): every cell, as an elastic method.
 SELECT_ON = "all"
@@ -35,14 +36,15 @@ SELECT_ON = "all"
 
 class Method(GridMethod):
     name = "2dmse"
-    OPTIONS = {"variant": "v2", "detach_teacher": False, "kl_weight": 1.0, "kl_temperature": 1.0,
-               "kl_log_scale": True}
+    OPTIONS = {"variant": Value("v2", str, "v2 (one forward pass) or v1 (two, angle-emb 0.3.5)", choices=("v2", "v1")),
+               "detach_teacher": DETACH_TEACHER_OPTION, "kl_weight": KL_WEIGHT_OPTION,
+               "kl_temperature": Value(1.0, float, "temperature of the KL term's softmax", above=0,
+                                       why="0 divides by zero, a negative one reverses the ranking"),
+               "kl_log_scale": Value(True, bool, "scale layer n's KL by 1/ln(2+n) (commit 347bbb6)")}
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
         if num_layers < 2 or hidden_size <= 8:
             raise ValueError(f"2dmse needs >= 2 layers and hidden > 8, got {num_layers} x {hidden_size}")
-        if options.get("variant", "v2") not in ("v1", "v2"):
-            raise ValueError(f"2dmse variant must be 'v1' (two forwards) or 'v2', got {options['variant']!r}")
         self.sizes = default_dims(hidden_size)[:0:-1]  # 8, 16, ... below the hidden size, as AnglE lists them
         super().__init__(num_layers, hidden_size, loss_cfg, seed, **options)
         self.two_forwards = self.opts["variant"] == "v1"

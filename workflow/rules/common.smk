@@ -16,6 +16,8 @@ from twodmse.cells import CELL_SETS
 WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
 # workflow/schemas/: ../schemas/ from this file, where validate() resolves a relative path. One path for all checks.
 SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
+# Its `train` keys, generated from twodmse's declaration (twodmse/train_config.py CONFIG).
+TRAIN_KEYS = yaml.safe_load((SCHEMA.parent / "train_keys.schema.yaml").read_text())
 
 
 def did_you_mean(key, known):
@@ -60,7 +62,7 @@ def validate_config(cfg, schema, schema_file):
                             + (f"config key '{key}': " if key else "config: ") + problem.message) from None
 
 
-def check_sweep(cfg, schema):
+def check_sweep(cfg):
     """Stop on a bad `sweep:` (a key that is not a train key, no values) with one line naming the key and the fix.
 
     Checked before validate(), whose messages for these cases do not say what a sweep needs."""
@@ -73,7 +75,7 @@ def check_sweep(cfg, schema):
     if not isinstance(sweep, dict) or not sweep:
         raise WorkflowError(f"config key 'sweep': name at least one `train` key with a list of values, {example}; "
                             "or remove `sweep` to train each method once")
-    keys = list(schema["$defs"]["train_keys"]["properties"])
+    keys = list(TRAIN_KEYS["properties"])
     for key, values in sweep.items():
         if key not in keys:
             raise WorkflowError(f"config key 'sweep': '{key}' is not a `train` key{did_you_mean(key, keys)}; "
@@ -84,7 +86,7 @@ def check_sweep(cfg, schema):
         # --config passes nested values as text ('1.0e-4'): read each as a config file would, then check it as
         # the train key's own value (the rest of `train` is checked by validate()).
         sweep[key] = values = [yaml.safe_load(v) if isinstance(v, str) else v for v in values]
-        check = validator_for(schema)({"$defs": schema["$defs"], "$ref": f"#/$defs/train_keys/properties/{key}"})
+        check = validator_for(TRAIN_KEYS)(TRAIN_KEYS["properties"][key])
         for value in values:
             if (error := next(iter(check.iter_errors(value)), None)) is not None:
                 raise WorkflowError(f"config key 'sweep.{key}': {error.message}" + (
@@ -94,7 +96,7 @@ def check_sweep(cfg, schema):
 SCHEMA_DOC = yaml.safe_load(SCHEMA.read_text())
 if isinstance(config.get("sweep_settle"), str):  # --config sweep_settle=true passes text
     config["sweep_settle"] = yaml.safe_load(config["sweep_settle"])
-check_sweep(config, SCHEMA_DOC)
+check_sweep(config)
 validate_config(config, SCHEMA_DOC, SCHEMA)
 
 UNTRAINED = "untrained"  # the backbone evaluated as is; no seed, so it lives in seed0/
