@@ -307,3 +307,32 @@ def test_sweep_table_shows_each_target_its_scores_and_the_per_depth_picks(tmp_pa
     assert "| separate @2 | each-depth | lr=1 | 75.50 | 0.50 | yes | 75.00 | 74.00 |" in text
     assert "top: (L, H); each-depth: (k, H) of each depth k on its own" in text
     assert "| baseline | 60.00 | 66.00 |" in text  # the dev grid means, below
+
+def test_a_second_backbone_gets_every_per_backbone_output_and_its_flipped_verdicts_come_first(tmp_path):
+    """"Compare your own backbone": a second backbone in results/ gets its own figures, claims section and columns
+    of backbones.md. Made from the committed MiniLM runs (real grids and bootstrap files): 'mine' is MiniLM with
+    baseline and 2dmse swapped, so the claims comparing the two flip and must be listed first as such."""
+    import shutil
+    results = tmp_path / "results"
+    for method in ("untrained", "baseline", "2dmse", "mrl"):
+        shutil.copytree(REPO / "results" / "minilm" / method, results / "minilm" / method)
+    for method, twin in (("untrained", "untrained"), ("baseline", "2dmse"), ("2dmse", "baseline"), ("mrl", "mrl")):
+        shutil.copytree(REPO / "results" / "minilm" / twin, results / "mine" / method)
+    out = tmp_path / "figures"
+    report.make_report(results, out, PUBLISHED, formats=("png",))
+    claims_md = (out / "claims.md").read_text()
+    for backbone in ("minilm", "mine"):
+        for kind in ("heatmap", "curves", "gain"):
+            assert (out / f"{kind}_{backbone}_avg.png").stat().st_size > 10_000
+        assert f"## {backbone}: mean Spearman over the STS test sets" in claims_md
+    flipped = claims_md.split("## Verdicts that differ between backbones", 1)[1].split("\n## ", 1)[0]
+    assert claims_md.index("## Verdicts that differ") < claims_md.index("## mine:") < claims_md.index("## minilm:")
+    row = next(line for line in flipped.splitlines() if "`2dmse-shallow`" in line)  # columns: mine, minilm
+    assert re.search(r"\| \*\*fails\*\* -13\.\d\d \[.*\] \| \*\*holds\*\* \+13\.\d\d \[.*\] \|$", row), row
+    table = (out / "backbones.md").read_text()
+    assert "| method | mine: every cell | mine: (L, H) | mine: every width of layers 1..L/2 | minilm: every cell" \
+        in table
+    cells = {m: table_row(table, m).split(" | ") for m in ("baseline", "2dmse")}
+    assert cells["baseline"][1] == cells["2dmse"][4] and cells["2dmse"][1] == cells["baseline"][4]  # swapped
+    mean, lo, hi = map(float, re.findall(r"[\d.]+", cells["2dmse"][1]))
+    assert lo < mean < hi and cells["2dmse"][-1].rstrip(" |") == "3"  # 3 seeds

@@ -667,3 +667,18 @@ def test_a_bad_method_option_stops_the_workflow_with_its_message_and_no_hang(tmp
         pytest.fail("snakemake did not exit within 120 s after the config check failed")
     assert result.returncode != 0
     assert "method 2dmse has no option 'foo'" in result.stdout + result.stderr
+
+
+def test_one_more_backbone_line_plans_every_run_of_it(tmp_path):
+    """README, "Compare your own backbone": the one line a user adds under `backbones:` makes the workflow train,
+    score, time and report that backbone too (figures per backbone: tests/test_report.py)."""
+    config = {**load_config("ci"), "backbones": {**load_config("ci")["backbones"],
+                                                 "mine": "runs/backbones/tiny-bert-2x16"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", tmp_path / "config.yaml", "-d", tmp_path / "wd")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for backbone in ("tiny", "mine"):
+        for planned in (f"runs/{backbone}/baseline/seed1/train_info.json", f"results/{backbone}/2dmse/seed1/grid.csv",
+                        f"results/{backbone}/untrained/seed0/grid.csv", f"results/{backbone}/speed/speed.csv"):
+            assert planned in result.stdout, planned
+    assert "runs/backbones/tiny-bert-2x16" in result.stdout  # its random weights are built too

@@ -32,7 +32,7 @@ def starbucks_diagonal(num_layers, dims):
 CELL_SETS = {"all": "every cell", "shallow": "every width of layers 1..L-1", "top": "(L, H)",
              "last": "every width of layer L", "last-reduced": "layer L, widths below H",
              "shallow-full": "full width, layers 1..L-1", "starbucks-diagonal": "Starbucks' diagonal",
-             "each-depth": "(k, H) of each depth k on its own"}
+             "each-depth": "(k, H) of each depth k on its own", "lower-half": "every width of layers 1..L/2"}
 
 
 def cell_set(kind, layers, dims):
@@ -47,4 +47,5 @@ def cell_set(kind, layers, dims):
             "last": [(L, d) for d in dims],
             "last-reduced": [(L, d) for d in dims if d < H],
             "shallow-full": [(n, H) for n in layers if n < L],
+            "lower-half": [(n, d) for n in layers if n <= L // 2 for d in dims],
             "starbucks-diagonal": starbucks_diagonal(L, dims)}[kind]

@@ -247,6 +247,34 @@ def markdown(rows, title):
     return "\n".join(lines) + "\n"
 
 
+VERDICTS = ("holds", "fails", "inconclusive")
+
+
+def differences_markdown(rows_by_backbone):
+    """The claims checked on several backbones whose verdicts differ there, for the top of claims.md ('' with one
+    backbone): a verdict that flips with the backbone is a finding about the backbone, not about the method."""
+    if len(rows_by_backbone) < 2:
+        return ""
+    backbones = list(rows_by_backbone)
+    by_id = {}
+    for backbone, rows in rows_by_backbone.items():
+        for r in rows:
+            if r["verdict"] in VERDICTS:
+                by_id.setdefault(r["id"], {})[backbone] = r
+    differ = {cid: v for cid, v in by_id.items() if len(v) > 1 and len({r["verdict"] for r in v.values()}) > 1}
+    lines = ["## Verdicts that differ between backbones", ""]
+    if not differ:
+        return "\n".join(lines + [f"None: every claim checked on more than one of {', '.join(backbones)} has the "
+                                  "same verdict on each.", ""])
+    lines += ["| claim | " + " | ".join(backbones) + " |", "|---|" + "---|" * len(backbones)]
+    for cid, v in differ.items():
+        sign = "" if cid == SPEED_CLAIM["id"] else "+"  # a ratio, not a difference
+        cells = [f"**{v[b]['verdict']}** {v[b]['diff']:{sign}.2f} [{v[b]['lo']:{sign}.2f}, {v[b]['hi']:{sign}.2f}]"
+                 if b in v and "lo" in v[b] else "" for b in backbones]
+        lines.append(f"| `{cid}`: {next(iter(v.values()))['claim']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 ABLATION_CELLS = ("all", "shallow", "top")
 ABLATION_VERDICTS = {"holds": "better", "fails": "worse"}
 

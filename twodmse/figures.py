@@ -1,9 +1,9 @@
-"""The figures and tables of `twodmse report`, one function each: frames in, files out, nothing read from disk.
+"""The figures of `twodmse report`, one function each: frames in, files out, nothing read from disk.
 
 heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus
 baseline), depth (score per depth at full width, beside training cost), pareto (speedup vs quality), sweep (dev
 grid mean per swept value), published (ours next to published numbers by fraction of depth and width). `save`
-writes each figure atomically in every requested format; summary_table and write_tables give summary_{view}.{md,tex}.
+writes each figure atomically in every requested format (the tables are twodmse.tables).
 """
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import methods
-from .util import atomic_write, write_text
+from .util import atomic_write
 
 # Methods drawn first, in this order (the registry's, then published-only names); anything else follows
 # alphabetically.
@@ -352,58 +352,3 @@ def fig_published(cells, pub, methods, colors, backbone, view_name):
     fig.suptitle(f"Ours ({backbone}, L={L}, H={H}) next to published numbers "
                  f"(BERT-base backbones, L=12, H=768); {view_name}")
     return fig
-
-
-# ---------------------------------------------------------------- tables
-
-def summary_table(cells, per_seed, baseline):
-    """Per method: grid mean, worst cell, full-size cell, gain over baseline, seed spread.
-
-    The baseline row has gain 0.00, which names it; NaN gains mean no baseline in this view."""
-    rows = []
-    base_mean = cells[cells.method == baseline].score.mean()
-    for method in ordered(cells.method):
-        c = cells[cells.method == method]
-        worst = c.loc[c.score.idxmin()]
-        full = c[(c.layer == cells.layer.max()) & (c.dim == cells.dim.max())].score.mean()
-        seed_means = per_seed[per_seed.method == method].groupby("seed").spearman.mean()
-        rows.append({"method": method, "seeds": int(c.seeds.max()),
-                     "grid mean": c.score.mean(),
-                     "seed std": seed_means.std() if len(seed_means) > 1 else np.nan,
-                     "worst cell": worst.score, "worst at (L, d)": f"({worst.layer}, {worst.dim})",
-                     "full (L, H)": full, "gain vs baseline": c.score.mean() - base_mean})
-    return pd.DataFrame(rows)
-
-
-def markdown(df, digits=2):
-    def fmt(v):
-        return "" if isinstance(v, float) and np.isnan(v) else (
-            f"{v:.{digits}f}" if isinstance(v, float) else str(v))
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
-def latex(df, caption, digits=2):
-    """A booktabs table; cells are escaped by pandas, the caption here."""
-    for char in "_&%#":
-        caption = caption.replace(char, "\\" + char)
-    return df.to_latex(index=False, float_format=f"%.{digits}f", na_rep="", caption=caption,
-                       escape=True)
-
-
-# ---------------------------------------------------------------- orchestration
-
-
-def write_tables(tables, out):
-    written = []
-    for view, parts in tables.items():
-        df = pd.concat(parts, ignore_index=True)
-        df = df[["backbone"] + [c for c in df.columns if c != "backbone"]]
-        what = "STS-B test Spearman" if view == "stsb" else (
-            "mean Spearman over STS test sets (" + "; ".join(p.attrs["datasets"] for p in parts) + ")")
-        caption = (f"Per-method summary of the (layer x dim) grid, {what}, x100, seed mean. "
-                   f"Worst cell = lowest cell; full = deepest layer at full width.")
-        written.append(write_text(Path(out) / f"summary_{view}.md", f"{caption}\n\n{markdown(df)}"))
-        written.append(write_text(Path(out) / f"summary_{view}.tex", latex(df, caption)))
-    return written

@@ -31,7 +31,7 @@ tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, gap_separate_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
-summary_{avg,stsb}.{md,tex}, claims.md, ablations.md and index.md (what was written and what was skipped, and why).
+summary_{avg,stsb}.{md,tex}, backbones.md, claims.md, ablations.md and index.md (what was written and what was skipped, and why).
 """
 import re
 import sys
@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from twodmse import claims, stats
+from twodmse import claims, stats, tables
 from twodmse.cells import CELL_SETS
 from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto,
-                             fig_published, fig_sweep, markdown, ordered, palette, published_for, save,
-                             summary_table, write_tables)
+                             fig_published, fig_sweep, ordered, palette, published_for, save)
+from twodmse.tables import markdown, summary_table, write_tables
 from twodmse.data import EVAL_DATASETS, SPLITS
 from twodmse.util import UserError, output_lock, write_text
 
@@ -435,7 +435,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
     if primary is None:
         notes.append(f"{backbone}: neither all 7 STS test sets nor stsb test; published and "
                      f"Pareto figures skipped")
-    written, tables, claim_rows, ablation_rows, separate_rows = [], {}, None, [], []
+    written, summaries, claim_rows, ablation_rows, separate_rows, backbone_rows = [], {}, None, [], [], []
     model_ids = grid.loc[grid.backbone == backbone, "model"].dropna().unique() if "model" in grid else []
     for view in ("avg", "stsb"):
         scored = cell_scores(grid, backbone, view)
@@ -457,6 +457,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
                                           dev=dev)
             ablation_rows = claims.check_ablations(per_seed, view_boots)
             separate_rows = claims.check_each_against_separate(per_seed, view_boots, methods)
+            backbone_rows = tables.backbone_rows(per_seed, view_boots, backbone)
         title = f"{backbone}: {view_title(view, datasets)}"
         name = f"{slug(backbone)}_{view}"
         written += save(fig_heatmaps(cells, methods, title), out, f"heatmap_{name}", formats)
@@ -472,8 +473,8 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
                 fig = fig_depth(cells, shown, colors, cost, f"{backbone}: mean over {len(datasets)} STS test sets, "
                                 "95% intervals", best)
                 written += save(fig, out, f"depth_{name}", formats)
-        tables[view] = summary_table(cells, per_seed, baseline).assign(backbone=backbone)
-        tables[view].attrs["datasets"] = f"{backbone}: {', '.join(datasets)}"
+        summaries[view] = summary_table(cells, per_seed, baseline).assign(backbone=backbone)
+        summaries[view].attrs["datasets"] = f"{backbone}: {', '.join(datasets)}"
         if view != primary:
             continue
         if speed is not None:
@@ -485,7 +486,7 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
             fig = fig_published(cells, published_for(pub, view), methods, colors, backbone,
                                 "STS average (7 test sets)" if view == "avg" else "STS-B test")
             written += save(fig, out, f"published_{name}", formats)
-    return written, tables, claim_rows, ablation_rows, separate_rows
+    return written, summaries, claim_rows, ablation_rows, separate_rows, backbone_rows
 
 
 def load_train_cost(results, backbone):
@@ -521,19 +522,21 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
                      f"twodmse/published/build.py writes (default {DEFAULT_PUBLISHED})")
     sweeps = load_sweeps(results)
     boots = load_bootstraps(results)
-    written, tables, sections, ablations = [], {}, [], []
+    written, summaries, sections, ablations, verdicts, across = [], {}, [], [], {}, []
     for backbone in sorted(grid.backbone.unique()):
         dev = load_dev_picks(results, backbone, sweeps)
         cost = load_train_cost(results, backbone)
         if cost is None and SEPARATE in set(grid.method[grid.backbone == backbone]):
             notes.append(f"{backbone}: no {TRAIN_COST} (benchmarks/train_step.py --csv); depth figure without "
                          "training cost")
-        w, t, claim_rows, ablation_rows, separate_rows = backbone_outputs(
+        w, t, claim_rows, ablation_rows, separate_rows, backbone_rows = backbone_outputs(
             grid, backbone, out, formats, baseline, pub, speed_df, boots, notes, dev, cost)
         written += w
+        across += backbone_rows
         title = f"{backbone}: mean Spearman over the STS test sets"
         if claim_rows:
             sections.append(claims.markdown(claim_rows, title))
+            verdicts[backbone] = claim_rows
         if separate_rows:
             sections.append(claims.separate_markdown(separate_rows, f"{backbone}: every method against separate, "
                                                                     "cell by cell"))
@@ -542,10 +545,13 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
         if sweeps is not None and (sweeps.backbone == backbone).any():
             written += sweep_outputs(sweeps, backbone, out, formats)
         for view, df in t.items():
-            tables.setdefault(view, []).append(df)
-    written += write_tables(tables, out)
+            summaries.setdefault(view, []).append(df)
+    written += write_tables(summaries, out)
+    written += tables.write_backbone_table(across, out)
     if sections:
-        written.append(write_text(Path(out) / "claims.md", CLAIMS_HEADER + "\n".join(sections)))
+        differ = claims.differences_markdown(verdicts)  # first: a verdict that flips with the backbone
+        written.append(write_text(Path(out) / "claims.md",
+                                  CLAIMS_HEADER + "\n".join(filter(None, [differ, *sections]))))
     if ablations:
         written.append(write_text(Path(out) / "ablations.md", ABLATIONS_HEADER + "\n".join(ablations)))
     written.append(write_index(out, written, notes, results))
@@ -597,12 +603,14 @@ def add_cli(subparsers):
                "hatched: not significant), gap_separate_* (the same against separate, one model per depth), "
                "depth_* (per depth at full width: separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best "
                "elastic method, with training cost from RESULTS/<backbone>/speed/train_step.csv), "
-               "claims.md (published claims and every method against separate, with computed verdicts), "
+               "claims.md (published claims and every method against separate, with computed verdicts; with "
+               "several backbones, the claims whose verdict differs between them first), "
                "ablations.md (a folder <m>-<change> against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
                "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
-               ".{md,tex} (grid mean, worst cell, full-size cell per method); index.md lists "
+               ".{md,tex} (grid mean, worst cell, full-size cell per method); backbones.md (method x backbone: "
+               "grid mean, top cell, lower half of the layers, with 95% intervals and seeds); index.md lists "
                "everything and what was skipped. Example: twodmse report --results results "
                "--out figures")
     p.add_argument("--results", default="results", help="folder holding the grid CSVs (default: results)")

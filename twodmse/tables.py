@@ -1,0 +1,117 @@
+"""The tables of `twodmse report`: frames in, markdown and LaTeX out.
+
+summary_{view}.{md,tex}   per backbone and method: grid mean, seed spread, worst cell, full cell, gain over baseline
+backbones.md              method x backbone: the grid mean, the top cell and the lower half of the layers, each
+                          with its 95% interval (twodmse.stats.estimate) and seed count, side by side
+"""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import claims, stats
+from .cells import CELL_SETS, cell_set
+from .figures import ordered
+from .util import write_text
+
+def summary_table(cells, per_seed, baseline):
+    """Per method: grid mean, worst cell, full-size cell, gain over baseline, seed spread.
+
+    The baseline row has gain 0.00, which names it; NaN gains mean no baseline in this view."""
+    rows = []
+    base_mean = cells[cells.method == baseline].score.mean()
+    for method in ordered(cells.method):
+        c = cells[cells.method == method]
+        worst = c.loc[c.score.idxmin()]
+        full = c[(c.layer == cells.layer.max()) & (c.dim == cells.dim.max())].score.mean()
+        seed_means = per_seed[per_seed.method == method].groupby("seed").spearman.mean()
+        rows.append({"method": method, "seeds": int(c.seeds.max()),
+                     "grid mean": c.score.mean(),
+                     "seed std": seed_means.std() if len(seed_means) > 1 else np.nan,
+                     "worst cell": worst.score, "worst at (L, d)": f"({worst.layer}, {worst.dim})",
+                     "full (L, H)": full, "gain vs baseline": c.score.mean() - base_mean})
+    return pd.DataFrame(rows)
+
+
+def markdown(df, digits=2):
+    def fmt(v):
+        return "" if isinstance(v, float) and np.isnan(v) else (
+            f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def latex(df, caption, digits=2):
+    """A booktabs table; cells are escaped by pandas, the caption here."""
+    for char in "_&%#":
+        caption = caption.replace(char, "\\" + char)
+    return df.to_latex(index=False, float_format=f"%.{digits}f", na_rep="", caption=caption,
+                       escape=True)
+
+
+
+def write_tables(tables, out):
+    written = []
+    for view, parts in tables.items():
+        df = pd.concat(parts, ignore_index=True)
+        df = df[["backbone"] + [c for c in df.columns if c != "backbone"]]
+        what = "STS-B test Spearman" if view == "stsb" else (
+            "mean Spearman over STS test sets (" + "; ".join(p.attrs["datasets"] for p in parts) + ")")
+        caption = (f"Per-method summary of the (layer x dim) grid, {what}, x100, seed mean. "
+                   f"Worst cell = lowest cell; full = deepest layer at full width.")
+        written.append(write_text(Path(out) / f"summary_{view}.md", f"{caption}\n\n{markdown(df)}"))
+        written.append(write_text(Path(out) / f"summary_{view}.tex", latex(df, caption)))
+    return written
+
+
+# ---------------------------------------------------------------- across backbones
+
+BACKBONE_CELLS = ("all", "top", "lower-half")  # cells.CELL_SETS: the grid mean, (L, H), layers 1..L/2
+
+
+def backbone_rows(per_seed, boots, backbone):
+    """Per method of one backbone: the mean over each of BACKBONE_CELLS with its 95% interval (stats.estimate:
+    test-pair bootstrap plus seed spread) and its seed count; a method without bootstrap replicates is left out."""
+    rows = []
+    for method in ordered(per_seed.method):
+        mine = per_seed[per_seed.method == method]
+        row = {"backbone": backbone, "method": method, "seeds": int(mine.seed.nunique())}
+        for kind in BACKBONE_CELLS:
+            cells = cell_set(kind, sorted(set(mine.layer)), sorted(set(mine.dim)))
+            values = claims.seed_values(method, cells, per_seed, boots)
+            if values is None:
+                break
+            row[kind] = stats.estimate(*values)
+        else:
+            rows.append(row)
+    return rows
+
+
+def backbone_table(rows):
+    """backbones.md: one row per method, one column group per backbone (grid mean, top cell, lower half)."""
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    by = {(r["method"], r["backbone"]): r for r in rows}
+    head = ["method"] + [f"{b}: {CELL_SETS[k]}" for b in backbones for k in BACKBONE_CELLS] + \
+        [f"{b}: seeds" for b in backbones]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in ordered(r["method"] for r in rows):
+        cells = []
+        for b in backbones:
+            r = by.get((method, b))
+            cells += [f"{r[k]['mean']:.2f} [{r[k]['lo']:.2f}, {r[k]['hi']:.2f}]" if r else "" for k in BACKBONE_CELLS]
+        cells += [str(by[(method, b)]["seeds"]) if (method, b) in by else "" for b in backbones]
+        lines.append("| " + " | ".join([method] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_backbone_table(rows, out):
+    """backbones.md: backbone_table with its caption; nothing when no backbone has bootstrap replicates."""
+    if not rows:
+        return []
+    caption = ("Each method on each backbone: mean Spearman x100 over the STS test sets, averaged over the cells named "
+               "in the column (layers 1..L/2: the lower half of the layers, every width), mean of the seeds with its "
+               "95% interval (test-pair bootstrap and seed spread, Student's t at Welch-Satterthwaite degrees of "
+               "freedom; with one seed, the bootstrap alone). A backbone's columns compare methods on that backbone; "
+               "across backbones the grids differ in depth and width.")
+    return [write_text(Path(out) / "backbones.md", f"{caption}\n\n{backbone_table(rows)}")]
