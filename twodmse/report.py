@@ -31,7 +31,8 @@ tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, gap_separate_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
-summary_{avg,stsb}.{md,tex}, backbones.md, claims.md, ablations.md and index.md (what was written and what was skipped, and why).
+summary_{avg,stsb}.{md,tex}, backbones.md, claims.md, ablations.md and index.md (what was written and what was skipped,
+and why).
 """
 import re
 import sys

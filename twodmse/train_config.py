@@ -31,8 +31,9 @@ CONFIG = {
                 why="0 trains nothing, a negative lr climbs the loss"),
     "warmup_ratio": Value(0.1, float, "fraction of steps of linear warmup; then linear decay to 0", low=0, below=1),
     "weight_decay": Value(0.0, float, "AdamW decay of weight matrices (not biases or LayerNorm); the default is the "
-                                      "Hugging Face Trainer's (TrainingArguments), which AnglE and sentence-transformers "
-                                      "train through", low=0, why="a negative decay grows the weights"),
+                                      "Hugging Face Trainer's (TrainingArguments), which AnglE and "
+                                      "sentence-transformers train through", low=0,
+                          why="a negative decay grows the weights"),
     "max_grad_norm": Value(1.0, float, "clip the gradient norm to this, null = no clipping; the default is the Hugging "
                                        "Face Trainer's (TrainingArguments), as for weight_decay", above=0, null=True,
                            why="clipping to a negative norm reverses every update"),

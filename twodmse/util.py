@@ -7,7 +7,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import math
 import os
 import platform
 import shlex
@@ -66,11 +65,6 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
     return value
-
-
-def finite_number(value):
-    """True for an int or float that is finite (not a bool, not NaN or infinite): what a config number must be."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_cells(values, top, what, flag):

@@ -27,7 +27,8 @@ DETACH_TEACHER_OPTION = Value(False, bool, "stop the gradient through the top ce
 def weighting(what):
     """A weighting option: a name in WEIGHTINGS or a list of weights >= 0, one per entry of `what`."""
     return Value("uniform", (str, list), f"weight of each {what}: uniform, linear (grows with it), inverse, or a "
-                 f"list with one weight per {what}", choices=tuple(WEIGHTINGS), items=Value(1.0, float, "a weight", low=0))
+                 f"list with one weight per {what}", choices=tuple(WEIGHTINGS),
+                 items=Value(1.0, float, "a weight", low=0))
 
 
 def weights(spec, values, what):
