@@ -88,7 +88,7 @@ torch.save = _save
 # the final model folder gets its weights, then SIGKILL before the tokenizer and sentence-transformers files.
 KILL_IN_MODEL_SAVE = """\
 from twodmse import export
-def _weights_then_die(model, tokenizer, pooling, max_length, tmp):
+def _weights_then_die(model, tokenizer, pooling, max_length, tmp, *rest):  # export._write's leading arguments
     model.save_pretrained(tmp)
     os.kill(os.getpid(), signal.SIGKILL)
 export._write = _weights_then_die
