@@ -68,6 +68,9 @@ def validate(cfg, source="config"):
             raise ConfigError(f"{source}: unknown key '{key}'" + (f" (did you mean '{near[0]}'?)" if near else "")
                               + f". Known keys: {', '.join(CONFIG)}")
     out = {key: cfg.get(key, value.default) for key, value in CONFIG.items()}
+    if out["method"] is None:
+        raise ConfigError(f"{source}: no 'method'; set it in the config or pass --method "
+                          f"({', '.join(methods.names())})")
     for key, value in CONFIG.items():
         if value.kind is float and isinstance(out[key], str):
             try:  # YAML 1.1 reads `lr: 2e-5` (no dot) as a string
@@ -76,9 +79,6 @@ def validate(cfg, source="config"):
                 pass
         if value.kind is float and isinstance(out[key], int) and not isinstance(out[key], bool):
             out[key] = float(out[key])
-        if key == "method" and out[key] is None:
-            raise ConfigError(f"{source}: no 'method'; set it in the config or pass --method "
-                              f"({', '.join(methods.names())})")
         if (problem := value.check(out[key])) is not None:
             raise ConfigError(f"{source}: '{key}' {problem}")
     try:  # the method's options, and the loss keys (the same for pairs and triplets), before any model loads
