@@ -30,17 +30,17 @@ def effect(method, layer, dim):
     return 0.0
 
 
-def write_run(results, method, seed, boot=True):
+def write_run(results, method, seed, boot=True, layers=LAYERS):
     run = results / "minilm" / method / f"seed{seed}"
     run.mkdir(parents=True)
     offset = {42: -1.0, 43: 0.0, 44: 1.0}[seed]  # seeds spread by 1 point
-    points = np.array([[50 + 4 * n + np.log2(d) + effect(method, n, d) + offset for d in DIMS] for n in LAYERS])
+    points = np.array([[50 + 4 * n + np.log2(d) + effect(method, n, d) + offset for d in DIMS] for n in layers])
     rows = [dict(dataset=ds, split=report.STANDARD_SPLIT.get(ds, "test"), layer=n, dim=d, spearman=points[i, j] + k - 3)
-            for k, ds in enumerate(report.STS_TEST) for i, n in enumerate(LAYERS) for j, d in enumerate(DIMS)]
+            for k, ds in enumerate(report.STS_TEST) for i, n in enumerate(layers) for j, d in enumerate(DIMS)]
     pd.DataFrame(rows).to_csv(run / "grid.csv", index=False)  # dataset offsets -3..+3 average to 0
     if boot:
         stats.save_bootstrap(run / "bootstrap.npz", {
-            "spearman": (points[None] + NOISE[:, None, None]).astype(np.float32), "layers": np.array(LAYERS),
+            "spearman": (points[None] + NOISE[:, None, None]).astype(np.float32), "layers": np.array(layers),
             "dims": np.array(DIMS), "datasets": np.array([f"{d}-{report.STANDARD_SPLIT.get(d, 'test')}:100"
                                                           for d in report.STS_TEST])})
 
@@ -91,6 +91,25 @@ def test_numbers_and_test_text(results):
     assert "(6,384)" in top["cells"] and "3 vs 3 seed(s)" in top["test"]
     assert rows["2dmse-shallow"]["cells"].endswith("35 cells")
     assert "bootstrap.npz" in rows["starbucks-diagonal"]["test"]
+
+
+def test_separate_trained_at_some_depths_is_compared_on_those_depths(tmp_path):
+    # separate with method_options.depths (the published tables' rows): claims use the cells both sides have, and
+    # the report draws its gaps
+    results = tmp_path / "results"
+    for seed in SEEDS:
+        write_run(results, "2dmse", seed)
+        write_run(results, "separate", seed, layers=[2, 4, 6])
+    report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
+    grid = report.load_grids(results)
+    _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
+    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    row = {r["id"]: r for r in claims.check_all(per_seed, boots)}["separate-vs-2dmse"]
+    assert row["cells"].endswith("(2,384) (4,384)") and row["diff"] == pytest.approx(-3.0)
+    assert row["verdict"] == "fails"
+    every = claims.check_each_against_separate(per_seed, boots, ["2dmse"])[0]
+    assert every["cells"] == f"every cell, {3 * len(DIMS)} cells, each tested alone"
+    assert every["worst_cell"] == (6, 384) and every["verdict"] == "fails"
 
 
 def test_intervals_and_significance_marks(results):

@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = ["README.md", "workflow/README.md", "twodmse/published/README.md"]
 # Files whose `#   command` comments show how to run something.
 COMMENTED = ["Snakefile", "profiles/default/config.yaml", "profiles/slurm/config.yaml", "configs/default.yaml",
-             "configs/paper.yaml", "configs/ci.yaml"]
+             "configs/paper.yaml", "configs/ci.yaml", "configs/study.yaml", "configs/study-mpnet.yaml",
+             "configs/study-mpnet-gpu.yaml"]
 PATH_PREFIXES = ("configs/", "workflow/", "profiles/", "benchmarks/", "twodmse/", "tests/", ".ci/")
 TOP_FILES = {"Snakefile", "Makefile", "pyproject.toml", "environment.yml", "constraints-cpu.txt",
              "requirements-offline.txt", "README.md"}

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import needs
-from twodmse import cli, data, figures, report, stats
+from twodmse import cli, data, figures, published_figure, report, stats
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "configs" / "published"
@@ -265,12 +265,42 @@ def test_default_grid_has_exact_published_twins():
     from twodmse import cells
     grid = pd.DataFrame([(n, d) for n in range(1, 7) for d in cells.default_dims(384)], columns=["layer", "dim"])
     starbucks = [(2, 32), (4, 64), (6, 128), (8, 256), (10, 512), (12, 768)]
-    assert figures.diagonal_twins(grid, {(n / 12, d / 768) for n, d in starbucks}) == \
+    assert published_figure.diagonal_twins(grid, {(n / 12, d / 768) for n, d in starbucks}) == \
         cells.starbucks_diagonal(6, cells.default_dims(384))
     ielab_widths = [d / 768 for d in cells.default_dims(768)]
-    assert figures.has_twin([d / 384 for d in cells.default_dims(384)], ielab_widths).all()
-    assert not figures.has_twin([8 / 768], [d / 384 for d in cells.default_dims(384)]).any()
-    assert figures.has_twin([n / 6 for n in range(1, 7)], [n / 12 for n in range(2, 13, 2)]).all()
+    assert published_figure.has_twin([d / 384 for d in cells.default_dims(384)], ielab_widths).all()
+    assert not published_figure.has_twin([8 / 768], [d / 384 for d in cells.default_dims(384)]).any()
+    assert published_figure.has_twin([n / 6 for n in range(1, 7)], [n / 12 for n in range(2, 13, 2)]).all()
+
+
+@pytest.mark.parametrize("layers, width, aligned", [(12, 768, True), (6, 384, False)])
+def test_a_bert_base_shaped_backbone_is_drawn_cell_for_cell_beside_the_published_tables(layers, width, aligned):
+    """all-mpnet-base-v2 has the published tables' shape (12 x 768): their layer numbers and widths on the axes,
+    each of our points with its interval, and what still differs under the title; MiniLM is drawn by fraction."""
+    from twodmse import cells as cellsets
+    dims = cellsets.default_dims(width)
+    cells = pd.DataFrame([dict(method=m, layer=n, dim=d, score=50 + n + np.log2(d), lo=49 + n + np.log2(d),
+                               hi=51 + n + np.log2(d)) for m in ("baseline", "2dmse") for n in range(1, layers + 1)
+                          for d in dims])
+    pub = published_figure.published_for(report.load_published(PUBLISHED), "avg")
+    colors = figures.palette(["baseline", "2dmse", "starbucks"])
+    fig = published_figure.fig_published(cells, pub, ["baseline", "2dmse"], colors, "mpnet", "STS average")
+    depth, width, diagonal = fig.axes[:3]
+    title = fig._suptitle.get_text()
+    if aligned:
+        assert [t.get_text() for t in width.get_xticklabels()] == [str(d) for d in sorted(dims)]
+        assert list(depth.get_xticks()) == list(range(1, 13)) and depth.get_xlabel() == "layer (of 12)"
+        assert "cell for cell" in title and "bert-base-uncased (a raw language model)" in title
+        assert "NLI" in title and "STS-B train" in title
+        ours = [line for line in depth.get_lines() if line.get_label() == "ours 2dmse: mpnet"][0]
+        published_x = {x for line in depth.get_lines() if line.get_label().startswith("published")
+                       for x in line.get_xdata()}
+        assert published_x and published_x <= set(ours.get_xdata())  # their layers are our layer numbers
+        assert len(depth.collections) >= 2  # an interval per method (errorbar line collections)
+    else:
+        assert "fraction" in depth.get_xlabel() and "cell for cell" not in title
+    import matplotlib.pyplot as plt
+    plt.close(fig)
 
 
 def test_sweep_table_names_picks_at_an_end_of_the_swept_values(tmp_path):

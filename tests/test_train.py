@@ -453,6 +453,41 @@ def test_separate_trains_one_truncated_model_per_depth(tiny_bert, pairs_file, tm
     assert sorted(json.loads((out / "train_info.json").read_text())["models"]) == ["1", "2", "3"]
 
 
+def test_separate_trains_only_the_depths_it_is_given(tiny_bert, pairs_file, tmp_path):
+    # method_options.depths: the published tables' rows only (configs/study-mpnet.yaml); depth 1 alone is trained
+    # as in a run of every depth, and the full depth can still be copied from the baseline run
+    every = train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2), tmp_path / "every")
+    base = train.train(config(tiny_bert, pairs_file, method="baseline", max_steps=2), tmp_path / "base")
+    out = tmp_path / "some"
+    train.train(config(tiny_bert, pairs_file, method="separate", max_steps=2,
+                       method_options={"depths": [3, 1], "top_model": str(base)}), out)
+    assert sorted(p.name for p in out.glob("model_layers*")) == ["model_layers1", "model_layers3"]
+    assert sorted(json.loads((out / "train_info.json").read_text())["models"]) == ["1", "3"]
+    assert json.loads((out / "train_info_layers3.json").read_text())["copied_from"] == str(base)
+    a, b = safetensors_weights(every / "model_layers1"), safetensors_weights(out / "model_layers1")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+    with pytest.raises(train.ConfigError, match=r"depths: depth\(s\) \[4\] beyond the model's 3 layers"):
+        train.train(config(tiny_bert, pairs_file, method="separate", method_options={"depths": [2, 4]}),
+                    tmp_path / "deep")
+    with pytest.raises(train.ConfigError, match=r"per_depth: depth\(s\) \[2\] are not trained \(depths: \[1, 3\]\)"):
+        train.train(config(tiny_bert, pairs_file, method="separate", method_options={
+            "depths": [1, 3], "per_depth": {"2": {"lr": 1e-4}}}), tmp_path / "other")
+    assert not (tmp_path / "deep").exists() or not list((tmp_path / "deep").glob("model_layers*"))
+
+
+def test_bf16_true_autocasts_on_cpu_and_is_recorded(tiny_bert, pairs_file, tmp_path):
+    # bf16 is a lever on CPUs with bf16 units: asked for, it is used (the losses differ from fp32's), and the
+    # run's record says which it was
+    losses = {}
+    for bf16 in (False, True):
+        out = train.train(config(tiny_bert, pairs_file, method="2dmse", max_steps=3, bf16=bf16), tmp_path / str(bf16))
+        losses[bf16] = [float(r["loss"]) for r in read_csv(out.parent / "loss.csv")]
+        assert json.loads((out.parent / "train_info.json").read_text())["config"]["bf16"] is bf16
+    assert np.isfinite(losses[True]).all() and losses[True] != losses[False]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=0.05)  # bf16 rounding, not another run
+
+
 def test_separate_top_depth_is_the_baseline_run_so_it_can_be_copied(tiny_bert, pairs_file, tmp_path):
     base = train.train(config(tiny_bert, pairs_file, method="baseline", max_steps=2), tmp_path / "base")
     trained = tmp_path / "sep"

@@ -218,7 +218,7 @@ def test_the_workflow_schema_refuses_what_twodmse_train_refuses():
     assert check.is_valid(losses.DEFAULTS[2]) and not check.is_valid({"cosine_tau": 0}) and not check.is_valid({"x": 1})
 
 
-@pytest.mark.parametrize("name", ["default", "paper"])
+@pytest.mark.parametrize("name", ["default", "paper", "study-mpnet"])
 def test_every_run_config_of_the_shipped_configs_passes_twodmse_train_checks(name, tmp_path):
     # Runs only the config check (no data, no model): the configs a paper run would train with are valid.
     result = snakemake("--until", "check_train_configs", "--configfile", f"configs/{name}.yaml",
@@ -226,7 +226,10 @@ def test_every_run_config_of_the_shipped_configs_passes_twodmse_train_checks(nam
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     cfg = load_config(name)
     runs = (tmp_path / "runs/train_configs.checked").read_text().split()
-    assert len(runs) == len(cfg["backbones"]) * len(cfg["seeds"]) * (len(cfg["methods"]) - 1)
+    # with a sweep, the runs known before it picks: every candidate at the sweep seeds
+    seeds = cfg["sweep_seeds"] if "sweep" in cfg else cfg["seeds"]
+    runs_per_seed = (len(cfg["methods"]) - 1) * len(cfg.get("sweep", {}).get("lr", [None]))
+    assert len(runs) == len(cfg["backbones"]) * len(seeds) * runs_per_seed
 
 
 def test_config_check_names_the_run_and_the_bad_option():
@@ -274,6 +277,19 @@ def test_combine_separate_names_a_missing_depth(tmp_path):
         _grid(k, "m", 0).to_csv(tmp_path / f"layers{k}" / "grid.csv", index=False)
     with pytest.raises(ValueError, match=r"depth\(s\) \[2\]"):
         combine.combine(combine.layer_grids(tmp_path))
+
+
+def test_combine_separate_takes_the_depths_the_run_trained(tmp_path):
+    # method_options.depths: [1, 3] trains no depth-2 model, so no layer-2 rows, and no error for the gap; a grid of
+    # a depth the run did not train (a stale folder) is named
+    combine = load_script("combine_separate")
+    for k in (1, 3):
+        (tmp_path / f"layers{k}").mkdir()
+        _grid(k, f"model_layers{k}", 100 * k).to_csv(tmp_path / f"layers{k}" / "grid.csv", index=False)
+    grid = combine.combine(combine.layer_grids(tmp_path, [1, 3]))
+    assert sorted(set(grid.layer)) == [1, 3] and (grid.spearman == 101 * grid.layer).all()
+    with pytest.raises(ValueError, match=r"grids of depth\(s\) \[3\], which this run did not train"):
+        combine.layer_grids(tmp_path, [1])
 
 
 def test_data_manifest_stops_on_unreadable_training_data(tmp_path):
@@ -410,6 +426,57 @@ def test_study_dry_run_sweeps_at_one_seed_and_settles_the_two_best_at_the_others
     assert "input: results/minilm/baseline/sweep/shortlist.json" in job
     job = next(j for j in result.stdout.split("\n\n") if "output: runs/minilm/baseline/seed43/train_info.json" in j)
     assert "rule sweep_pick:" in job and "runs/minilm/baseline/settle/rank1/seed43/train_info.json" in job
+
+
+def test_mpnet_study_trains_fewer_seeds_where_it_says_and_separate_at_the_published_depths(tmp_path):
+    result = snakemake("-n", "--configfile", "configs/study-mpnet.yaml", "-d", tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    cfg = load_config("study-mpnet")
+    trained = [m for m in cfg["methods"] if m != "untrained"]
+    one_seed = [m for m in trained if cfg["method_settings"].get(m, {}).get("seeds") == [42]]
+    assert sorted(one_seed) == ["mrl", "separate", "starbucks"]
+    n_values, n_settled = len(cfg["sweep"]["lr"]), len(trained) - len(one_seed)
+    counts = job_counts(result.stdout)
+    assert counts["train"] == len(trained) * n_values + n_settled * 2 * 2  # two best at seeds 43 and 44
+    assert counts["shortlist"] == n_settled and counts["select"] == len(trained)
+    assert counts["sweep_pick"] == n_settled * 3 + len(one_seed)
+    for m in one_seed:
+        assert f"runs/mpnet/{m}/seed43" not in result.stdout and f"results/mpnet/{m}/seed42/grid.csv" in result.stdout
+    # separate's full depth is the baseline candidate's model, although separate trains its depths only
+    job = next(j for j in result.stdout.split("\n\n")
+               if "output: runs/mpnet/separate/sweep/lr=5e-5/seed42/train_info.json" in j)
+    assert "runs/mpnet/baseline/sweep/lr=5e-5/seed42/train_info.json" in job
+    assert cfg["method_settings"]["separate"]["method_options"]["depths"] == [2, 4, 6, 8, 10, 12]
+
+
+def test_seeds_and_methods_from_the_command_line_plan_like_a_config_file(tmp_path):
+    # the command in configs/default.yaml's comment for the bf16 check (--config passes each seed as text)
+    result = snakemake("-n", "--configfile", "configs/default.yaml", "--config", "methods=[baseline-bf16,2dmse-bf16]",
+                       "seeds=[42,43,44]", "-d", tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert job_counts(result.stdout)["train"] == 6 and "runs/minilm/2dmse-bf16/seed44/" in result.stdout
+
+
+def test_the_gpu_mpnet_study_is_the_cpu_study_at_full_size():
+    cpu, gpu = load_config("study-mpnet"), load_config("study-mpnet-gpu")
+    assert set(cpu["methods"]) <= set(gpu["methods"]) == set(load_config("study")["methods"])
+    assert set(cpu["seeds"]) < set(gpu["seeds"]) and set(cpu["sweep"]["lr"]) < set(gpu["sweep"]["lr"])
+    assert not any("seeds" in s or "depths" in s.get("method_options", {}) for s in gpu["method_settings"].values())
+    assert gpu["method_settings"]["relational-heads-llr1.25"] == cpu["method_settings"]["relational-heads-llr1.25"]
+    same = ("backbones", "train", "eval", "speed", "mteb", "sweep_seeds", "sweep_settle")
+    assert {k: gpu[k] for k in same} == {k: cpu[k] for k in same}
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ("[43]", r"method_settings.mrl.seeds': lacks sweep seed\(s\) \[42\]"),
+    ("[42, 7]", r"method_settings.mrl.seeds': \[7\] not in `seeds`"),
+])
+def test_a_methods_seeds_outside_the_study_or_without_the_sweep_seed_stop(seeds, message, tmp_path):
+    cfg = {**load_config("study-mpnet"), "methods": ["mrl"]}
+    cfg["method_settings"]["mrl"]["seeds"] = yaml.safe_load(seeds)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake("-n", "--configfile", tmp_path / "config.yaml", "-d", tmp_path / "wd")
+    assert result.returncode != 0 and re.search(message, result.stderr + result.stdout), result.stderr[-2000:]
 
 
 def test_without_settle_the_other_seeds_train_the_pick_afresh(tmp_path):

@@ -81,6 +81,17 @@ def df_text(df):
     return "normal" if np.isinf(df) else f"t, df {df:.1f}"
 
 
+def shared_cells(claim, per_seed):
+    """The claim's kind of cells on the layers and widths both of its methods have (separate may have trained some
+    depths only: method_options.depths)."""
+    def have(m):
+        rows = per_seed[per_seed.method == m]
+        return set(rows.layer), set(rows.dim)
+    (layers_a, dims_a), (layers_b, dims_b) = have(claim["a"]), have(claim["b"])
+    layers, dims = sorted(layers_a & layers_b), sorted(dims_a & dims_b)
+    return cell_set(claim["cells"], layers, dims) if layers and dims else []
+
+
 def check(claim, per_seed, boots, pair_seeds=False, cells=None):
     """One claim's row: its cells, A - B with its interval and the verdict (or why it could not be checked).
 
@@ -94,8 +105,9 @@ def check(claim, per_seed, boots, pair_seeds=False, cells=None):
     missing = [m for m in (a, b) if m not in present]
     if missing:
         return {**row, "verdict": "not run", "test": f"no results for {', '.join(missing)}"}
-    both = per_seed[per_seed.method.isin([a, b])]
-    cells = cells or cell_set(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    cells = cells or shared_cells(claim, per_seed)
+    if not cells:
+        return {**row, "verdict": "not checked", "test": f"{a} and {b} have no (layer, width) cell in common"}
     row["cells"] = f"{CELL_SETS[claim['cells']]}, " + (" ".join(f"({n},{d})" for n, d in cells)
                                                         if len(cells) <= 8 else f"{len(cells)} cells")
     a_seeds = set(per_seed.seed[per_seed.method == a])
@@ -145,8 +157,7 @@ def check_every_cell(claim, per_seed, boots):
     whole = check(claim, per_seed, boots)  # the mean over all cells: the row, or why it cannot be checked
     if "lo" not in whole:
         return whole
-    both = per_seed[per_seed.method.isin([claim["a"], claim["b"]])]
-    cells = cell_set(claim["cells"], sorted(set(both.layer)), sorted(set(both.dim)))
+    cells = shared_cells(claim, per_seed)
     rows = {c: check(claim, per_seed, boots, cells=[c]) for c in cells}
     verdicts = [r["verdict"] for r in rows.values()]
     verdict = "fails" if "fails" in verdicts else "holds" if set(verdicts) == {"holds"} else "inconclusive"

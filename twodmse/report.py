@@ -43,8 +43,8 @@ import pandas as pd
 
 from twodmse import claims, stats, tables
 from twodmse.cells import CELL_SETS
-from twodmse.figures import (PUBLISHED_METHODS, fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto,
-                             fig_published, fig_sweep, ordered, palette, published_for, save)
+from twodmse.figures import fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto, fig_sweep, ordered, palette, save
+from twodmse.published_figure import PUBLISHED_METHODS, fig_published, published_for
 from twodmse.tables import markdown, summary_table, write_tables
 from twodmse.data import EVAL_DATASETS, SPLITS
 from twodmse.util import UserError, output_lock, write_text

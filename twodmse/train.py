@@ -162,7 +162,7 @@ class LossLog:
 def _accumulate(model, forward, objective, stream, enc, data_cols, cfg, step):
     """The grad_accum forward/backward passes of one optimizer step -> (mean loss, mean logs, rows, last pass)."""
     accum, cols, scores = cfg["grad_accum"], *data_cols
-    use_bf16 = enc.device.type == "cuda" and cfg["bf16"] is not False
+    use_bf16 = enc.device.type == "cuda" if cfg["bf16"] is None else cfg["bf16"]
     loss_sum, logs_sum, pairs = 0.0, {}, 0
     for micro in range(step * accum, (step + 1) * accum):
         rows, idx = stream.rows(micro)

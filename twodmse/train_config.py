@@ -47,7 +47,9 @@ CONFIG = {
     "seed": Value(42, int, "seeds dropout, the shuffle and the objective's sampling", low=0, below=2 ** 32,
                   why="numpy's seeds are 32-bit"),
     "save_every": Value(100, int, "checkpoint every N optimizer steps", low=1),
-    "bf16": Value(None, bool, "bf16 autocast; null = on when CUDA; never used on CPU"),
+    "bf16": Value(None, bool, "bf16 autocast of the forward passes; null = on with CUDA, off on CPU; true on a "
+                              "CPU with bf16 units (avx512_bf16, AMX) trains faster but not like fp32: check its "
+                              "results against fp32 runs before relying on it"),
     "device": Value(None, str, "cpu | cuda | cuda:1; null = cuda when available"),
     "limit": Value(None, int, "train on the first N examples only (tests, smoke runs)", low=1),
 }

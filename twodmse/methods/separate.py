@@ -7,10 +7,12 @@ of the combined grid is depth k's model truncated to width d (workflow/scripts/c
 Outputs per depth: out/model_layers{k}/, loss_layers{k}.csv, train_info_layers{k}.json; out/train_info.json
 summarises them.
 
-Options: dims (as baseline), top_model (the model folder of the baseline run with the same settings: its full
-depth is copied instead of trained again, after checking that its train_info.json config matches), per_depth
-({k: {train key: value}}: depth k's own values, e.g. {1: {lr: 6.0e-4}}; a sweep picks each depth on its own cell,
-SELECT_ON below, and the workflow trains its other seeds with these picks).
+Options: dims (as baseline); depths (the depths to train, default every depth 1..L; e.g. [2, 4, 6, 8, 10, 12],
+the rows the published BERT-base tables report; the combined grid then has those layers only); top_model (the
+model folder of the baseline run with the same settings: its full depth is copied instead of trained again, after
+checking that its train_info.json config matches); per_depth ({k: {train key: value}}: depth k's own values, e.g.
+{1: {lr: 6.0e-4}}; a sweep picks each depth on its own cell, SELECT_ON below, and the workflow trains its other
+seeds with these picks).
 
     twodmse train --config configs/train/stsb.yaml --method separate --out runs/separate
 """
@@ -27,6 +29,8 @@ from .baseline import Method as Baseline
 SELECT_ON = "each-depth"
 
 OPTIONS = {**Baseline.OPTIONS,
+           "depths": Value(None, list, "the depths to train one model each for; null = every depth 1..L",
+                           items=Value(1, int, "a depth", low=1)),
            "top_model": Value(None, str, "the model folder of the baseline run with the same settings (its full "
                                          "depth is copied, not trained again)"),
            "per_depth": Value(None, dict, "train keys of one depth, e.g. {1: {lr: 6.0e-4}} (a sweep's per-depth "
@@ -56,6 +60,16 @@ def depth_settings(cfg):
     return {int(k): v for k, v in (cfg["method_options"].get("per_depth") or {}).items()}
 
 
+def trained_depths(cfg, num_layers):
+    """The depths to train: method_options.depths (sorted, each one once), else 1..num_layers."""
+    depths = cfg["method_options"].get("depths")
+    if depths is None:
+        return list(range(1, num_layers + 1))
+    if too_deep := sorted(k for k in set(depths) if k > num_layers):
+        raise ConfigError(f"method_options.depths: depth(s) {too_deep} beyond the model's {num_layers} layers")
+    return sorted(set(depths))
+
+
 def train(cfg, out, resume=True):
     from ..train import run_one  # the loop imports the registry: import it when used
     distributed.join(distributed.device(cfg["device"]))
@@ -66,15 +80,17 @@ def train(cfg, out, resume=True):
     if top and not (Path(top).parent / "train_info.json").is_file():  # before any depth trains, not after
         raise ConfigError(f"method_options.top_model: {Path(top).parent / 'train_info.json'} not found; train that "
                           "baseline run first, or leave top_model out to train the full depth here")
+    depths = trained_depths(cfg, num_layers)
     own = depth_settings(cfg)
-    if too_deep := [k for k in own if k > num_layers]:
-        raise ConfigError(f"method_options.per_depth: depth(s) {too_deep} beyond the model's {num_layers} layers")
+    if untrained := sorted(set(own) - set(depths)):
+        raise ConfigError(f"method_options.per_depth: depth(s) {untrained} are not trained (depths: {depths})")
     shared = {**cfg, "method_options": {k: v for k, v in cfg["method_options"].items()
-                                        if k not in ("top_model", "per_depth")}}
-    depth_cfg = {k: {**shared, **own.get(k, {})} for k in range(1, num_layers + 1)}
+                                        if k not in ("top_model", "per_depth", "depths")}}
+    depth_cfg = {k: {**shared, **own.get(k, {})} for k in depths}
+    reuse = top and num_layers in depths
     runs = {k: run_one(depth_cfg[k], checkpoint.paths(out, f"_layers{k}"), "baseline", layers=k, resume=resume)
-            for k in range(1, num_layers + (0 if top else 1))}
-    if top:
+            for k in depths if not (reuse and k == num_layers)}
+    if reuse:
         runs[num_layers] = _reuse_top(depth_cfg[num_layers], top, checkpoint.paths(out, f"_layers{num_layers}"))
     if distributed.is_main():
         util.write_json(out / "train_info.json", util.provenance(cfg, models={

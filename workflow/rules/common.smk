@@ -96,6 +96,8 @@ def check_sweep(cfg):
 SCHEMA_DOC = yaml.safe_load(SCHEMA.read_text())
 if isinstance(config.get("sweep_settle"), str):  # --config sweep_settle=true passes text
     config["sweep_settle"] = yaml.safe_load(config["sweep_settle"])
+if isinstance(config.get("seeds"), list):  # --config 'seeds=[42,43]' passes each seed as text
+    config["seeds"] = [yaml.safe_load(s) if isinstance(s, str) else s for s in config["seeds"]]
 check_sweep(config)
 validate_config(config, SCHEMA_DOC, SCHEMA)
 
@@ -124,7 +126,12 @@ def base_method(name):
 
 
 # method_settings keys of the workflow's own, not `twodmse train` keys: left out of every run's training config.
-WORKFLOW_KEYS = ("method", "select_on")
+WORKFLOW_KEYS = ("method", "select_on", "seeds")
+
+
+def method_seeds(method):
+    """The seeds a method (or one of its run names) is trained at: method_settings.<m>.seeds, else `seeds`."""
+    return SETTINGS.get(owner(method), {}).get("seeds") or SEEDS
 
 
 def select_target(method):
@@ -200,6 +207,32 @@ if set(SWEEP_SEEDS) - set(SEEDS):
                         f"{SEEDS}; sweep_seeds picks which of the study's seeds the sweep runs on")
 
 
+def check_method_seeds():
+    """method_settings.<m>.seeds: some of `seeds`, and (with a sweep) every sweep seed, where its candidates train."""
+    for m in TRAINED:
+        own = SETTINGS.get(m, {}).get("seeds") or SEEDS
+        if set(own) - set(SEEDS):
+            raise WorkflowError(f"config key 'method_settings.{m}.seeds': {sorted(set(own) - set(SEEDS))} not in "
+                                f"`seeds` {SEEDS}; a method's seeds are some of the study's seeds")
+        if missing := [s for s in SWEEP_SEEDS if s not in own]:
+            raise WorkflowError(f"config key 'method_settings.{m}.seeds': lacks sweep seed(s) {missing}; every "
+                                f"method's candidates are trained at the sweep seeds {SWEEP_SEEDS}, so its seeds "
+                                "must include them")
+
+
+check_method_seeds()
+
+
+def picked_seeds(method):
+    """A method's seeds past the sweep's: its pick is trained there (by its settle runs, with sweep_settle)."""
+    return [s for s in method_seeds(method) if s not in SWEEP_SEEDS] if CANDIDATES else []
+
+
+def settles(method):
+    """Whether a method's pick is settled: sweep_settle, and the method has seeds past the sweep's."""
+    return SETTLE and bool(picked_seeds(method))
+
+
 def check_dev_split():
     """A sweep selects on STS-B dev: stop before planning when it cannot be read here."""
     from twodmse import data
@@ -215,7 +248,7 @@ check_dev_split()
 # What `train` trains: the methods; with a sweep, their candidates (at SWEEP_SEEDS, where rule sweep_pick makes the
 # methods' runs from the picks) and the methods at PICKED_SEEDS (with the picked values, read from selection.json).
 def settle_runs(method):
-    return [f"{method}/settle/rank{r}" for r in SETTLE_RANKS]
+    return [f"{method}/settle/rank{r}" for r in SETTLE_RANKS] if settles(method) else []
 
 
 SETTLE_RUNS = [run for m in TRAINED for run in settle_runs(m)]
@@ -247,7 +280,7 @@ shell.prefix(f'set -euo pipefail; export PATH="$PATH:{Path(sys.executable).paren
 
 
 def run_seeds(method):
-    return [0] if method == UNTRAINED else SEEDS
+    return [0] if method == UNTRAINED else method_seeds(method)
 
 
 def result_dirs(methods=None):
@@ -331,15 +364,25 @@ def run_settings(w):
             "model": backbone_model(w.backbone), "method": base_method(w.method), "seed": int(w.seed)}
 
 
+# separate's own options (twodmse/methods/separate.py): the baseline twin of its full depth does not have them.
+SEPARATE_ONLY_OPTIONS = ("depths", "per_depth", "top_model")
+
+
+def as_baseline(settings):
+    """A run's settings as its full depth's baseline has them: method baseline, without separate's own options."""
+    options = {k: v for k, v in (settings.get("method_options") or {}).items() if k not in SEPARATE_ONLY_OPTIONS}
+    return {**settings, "method": "baseline", "method_options": options}
+
+
 def baseline_twin(w):
     """For a `separate` run: a baseline run in `methods` with the same settings, or None. Its model is exactly
     separate's full-depth model (same loss, data, seed), so separate copies it instead of training it again."""
     if base_method(w.method) != "separate" or (CANDIDATES and w.method not in CANDIDATES):
         return None  # a method's run at a PICKED_SEEDS seed: its values (and its twin's) are known only at run time
-    want = {**run_settings(w), "method": "baseline"}
+    want = as_baseline(run_settings(w))
     for m in (SINGLE_CANDIDATES if CANDIDATES else SINGLE):  # a candidate's twin is a candidate
         twin = Run(w.backbone, m, w.seed)
-        if base_method(m) == "baseline" and run_settings(twin) == want:
+        if base_method(m) == "baseline" and as_baseline(run_settings(twin)) == want:
             return twin
     return None
 
@@ -359,7 +402,8 @@ def twin_input(w):
 
 def all_run_configs():
     """{"<backbone>/<method>/seed<k>": run config} of every trained run."""
-    runs = [(m, s) for m in CANDIDATES for s in SWEEP_SEEDS] if CANDIDATES else [(m, s) for m in TRAINED for s in SEEDS]
+    runs = [(m, s) for m in CANDIDATES for s in SWEEP_SEEDS] if CANDIDATES else \
+        [(m, s) for m in TRAINED for s in method_seeds(m)]
     return {f"{b}/{m}/seed{s}": run_config(Run(b, m, str(s))) for b in BACKBONES for m, s in runs}
 
 
@@ -421,8 +465,8 @@ def picked_values_input(w):
 
 def settle_grids(w):
     """{rank: {seed: dev grid.csv}} of a method's settle runs (none without sweep_settle)."""
-    return {r: {s: f"results/{w.backbone}/{w.method}/settle/rank{r}/seed{s}/grid.csv" for s in PICKED_SEEDS}
-            for r in SETTLE_RANKS}
+    return {r: {s: f"results/{w.backbone}/{w.method}/settle/rank{r}/seed{s}/grid.csv" for s in picked_seeds(w.method)}
+            for r in SETTLE_RANKS} if settles(w.method) else {}
 
 
 def candidates_of(method):

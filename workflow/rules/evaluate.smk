@@ -62,7 +62,8 @@ rule evaluate_separate_layers:
 rule combine_separate:
     """One grid for `separate`: from the model cut to k layers keep only its layer-k rows."""
     input:
-        "runs/{backbone}/{method}/seed{seed}/eval",
+        eval="runs/{backbone}/{method}/seed{seed}/eval",
+        trained="runs/{backbone}/{method}/seed{seed}/train_info.json",  # the depths it trained
     output:
         grid=report("results/{backbone}/{method}/seed{seed}/grid.csv", caption="../report/grid.rst",
                     category="Grids", subcategory="{backbone}"),
@@ -102,7 +103,7 @@ rule shortlist:
     output:
         "results/{backbone}/{method}/sweep/shortlist.json",
     wildcard_constraints:
-        method=one_of(TRAINED if SETTLE else []),
+        method=one_of([m for m in TRAINED if settles(m)]),
     params:
         candidates=lambda w: {c: CANDIDATES[c][1] for c in candidates_of(w.method)},
         seeds=SWEEP_SEEDS,
@@ -124,7 +125,7 @@ rule select:
     input:
         grids=lambda w: [f"results/{w.backbone}/{c}/seed{s}/grid.csv" for c in candidates_of(w.method)
                          for s in SWEEP_SEEDS],
-        shortlist=lambda w: [f"results/{w.backbone}/{w.method}/sweep/shortlist.json"] if SETTLE else [],
+        shortlist=lambda w: [f"results/{w.backbone}/{w.method}/sweep/shortlist.json"] if settles(w.method) else [],
         settled=lambda w: [p for seeds in settle_grids(w).values() for p in seeds.values()],
     output:
         "results/{backbone}/{method}/sweep/selection.json",
@@ -155,7 +156,7 @@ rule sweep_pick:
         "runs/{backbone}/{method}/seed{seed}/train_info.json",
     wildcard_constraints:
         method=one_of(TRAINED if CANDIDATES else []),
-        seed=one_of([str(s) for s in SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])]),
+        seed=one_of([str(s) for s in SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])]),  # settle seeds of some method
     params:
         runs=lambda w: f"runs/{w.backbone}",
         seed=lambda w: w.seed,

@@ -3,7 +3,8 @@
 `separate` trains one model per depth k, cut to k layers (runs/.../model_layers{k}/). Each was scored by
 `twodmse eval` into EVAL/layers{k}/grid.csv, which has rows for its layers 1..k; only the layer-k rows are
 that model's own cells (the rows of shallower layers belong to the models trained at those depths).
-The combined grid has, for every k, the layer-k rows of model k: the "trained separately" upper bound.
+The combined grid has, for every trained depth k, the layer-k rows of model k: the "trained separately" upper
+bound. The trained depths are those of the run's train_info.json (every depth 1..L, or method_options.depths).
 """
 import json
 import re
@@ -15,8 +16,8 @@ import pandas as pd
 from twodmse import stats, util
 
 
-def layer_grids(eval_dir):
-    """{k: Path of EVAL/layers{k}/grid.csv}, checked to cover depths 1..L without a gap."""
+def layer_grids(eval_dir, depths=None):
+    """{k: Path of EVAL/layers{k}/grid.csv}, checked to cover the trained depths (default 1..L) without a gap."""
     eval_dir = Path(eval_dir)
     grids = {}
     for d in eval_dir.glob("layers*"):
@@ -25,7 +26,11 @@ def layer_grids(eval_dir):
             grids[int(m.group(1))] = d / "grid.csv"
     if not grids:
         raise ValueError(f"{eval_dir}: no layers<k>/grid.csv; run `twodmse eval` on each model_layers<k>")
-    missing = sorted(set(range(1, max(grids) + 1)) - set(grids))
+    depths = set(range(1, max(grids) + 1)) if depths is None else set(depths)
+    if extra := sorted(set(grids) - depths):
+        raise ValueError(f"{eval_dir}: grids of depth(s) {extra}, which this run did not train (it trained "
+                         f"{sorted(depths)}); delete the folder so Snakemake evaluates the run again")
+    missing = sorted(depths - set(grids))
     if missing:
         raise ValueError(f"{eval_dir}: no grid for depth(s) {missing}; evaluate runs/.../model_layers<k> for "
                          "each of them (or delete the folder so Snakemake redoes it)")
@@ -67,8 +72,9 @@ def provenance(grids):
 
 
 def main(sm):
-    eval_dir = sm.input[0]
-    grids = layer_grids(eval_dir)
+    eval_dir = sm.input.eval
+    trained = json.loads(Path(sm.input.trained).read_text())["models"]
+    grids = layer_grids(eval_dir, [int(k) for k in trained])
     grid = combine(grids)
     util.write_csv(sm.output.grid, grid)
     stats.save_bootstrap(sm.output.boot, combine_bootstrap(grids))
