@@ -426,12 +426,12 @@ def make_other_tiny(tmp_path):
 
 # ------------------------------------------------------------------ inference and the other methods
 
-def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_bert):
+def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_model):
     from transformers import AutoModel, AutoTokenizer
-    elastic = inference.load_elastic(tiny_bert, layers=2, dim=8)
+    elastic = inference.load_elastic(tiny_model, layers=2, dim=8)
     assert len(backbone.transformer_layers(elastic.encoder.model)) == 2
     got = elastic.encode(SENTENCES, batch_size=4)
-    tok, full = AutoTokenizer.from_pretrained(tiny_bert), AutoModel.from_pretrained(tiny_bert).eval()
+    tok, full = AutoTokenizer.from_pretrained(tiny_model), AutoModel.from_pretrained(tiny_model).eval()
     f = tok(SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.no_grad():
         hidden = full(**f, output_hidden_states=True).hidden_states[2]  # [0] is the embedding layer
@@ -439,8 +439,21 @@ def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_bert):
     expected = ((hidden * m).sum(1) / m.sum(1))[:, :8].numpy()
     assert got.shape == (len(SENTENCES), 8)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    unit = inference.load_elastic(tiny_bert, layers=2, dim=8, normalize=True).encode(SENTENCES)
+    unit = inference.load_elastic(tiny_model, layers=2, dim=8, normalize=True).encode(SENTENCES)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", methods_names())
+def test_every_method_trains_an_mpnet_whose_top_cell_sentence_transformers_reads(tiny_mpnet, pairs_file, method,
+                                                                                   tmp_path):
+    # all-mpnet-base-v2's architecture (pad id 1, a position bias shared by all layers), tiny: every method trains
+    # on it unchanged, and its saved model at width 16 is what sentence-transformers' truncate_dim gives
+    st = pytest.importorskip("sentence_transformers")
+    out = train.train(config(tiny_mpnet, pairs_file, method=method, max_steps=2), tmp_path / method)
+    folder = out / "model_layers3" if method == "separate" else out  # separate returns its run folder
+    ours = inference.load_elastic(folder, dim=16).encode(SENTENCES)
+    theirs = st.SentenceTransformer(str(folder), truncate_dim=16, device="cpu").encode(SENTENCES)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
 
 
 def test_separate_trains_one_truncated_model_per_depth(tiny_bert, pairs_file, tmp_path):

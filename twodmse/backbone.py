@@ -17,7 +17,7 @@ from .util import UserError, hub_offline, hub_reachable
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
-BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert")  # model types whose AutoModel adds a pooler
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "mpnet")  # model types whose AutoModel adds a pooler
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 FOLDER_FIX = ("pass a folder that holds config.json, the weights and the tokenizer files, as save_pretrained or "
               "sentence-transformers write it")
@@ -317,25 +317,35 @@ def load(model_id=DEFAULT_MODEL, pooling=None, max_length=None, device=None, lay
     return enc.eval()
 
 
-def make_tiny(folder, layers=3, hidden=32, seed=0):
-    """A random BERT (L layers x H hidden) with a character WordPiece vocabulary, saved in HF format.
+def make_tiny(folder, layers=3, hidden=32, seed=0, arch="bert"):
+    """A random BERT (or, arch="mpnet", MPNet) of L layers x H hidden with a character WordPiece vocabulary, saved
+    in HF format.
 
     A stand-in backbone for tests and CI: any English text tokenizes without a download, and it
-    trains and scores in seconds on a CPU. Same seed, same weights."""
+    trains and scores in seconds on a CPU. Same seed, same weights. The MPNet one has MPNet's own special tokens
+    (pad id 1, not 0) and its relative position bias shared by all layers, as all-mpnet-base-v2 has."""
     import string
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel, MPNetConfig, MPNetModel
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     chars = string.ascii_lowercase + string.digits + string.punctuation
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *[f"##{c}" for c in chars]]
+    specials = {"bert": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                "mpnet": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]}[arch]
+    vocab = [*specials, *chars, *[f"##{c}" for c in chars]]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     # Loading back from vocab.txt works in transformers 4 and 5 alike (5's tokenizer constructor
     # ignores vocab_file= and would keep only the special tokens).
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
-                                                              "do_lower_case": True}))
+    tokenizer = {"bert": {"tokenizer_class": "BertTokenizer"},
+                 "mpnet": {"tokenizer_class": "MPNetTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+                           "cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
+                           "mask_token": "<mask>"}}[arch]
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer, "do_lower_case": True}))
     AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    shape = dict(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                 intermediate_size=2 * hidden, max_position_embeddings=514 if arch == "mpnet" else 512)
+    if arch == "mpnet":
+        MPNetModel(MPNetConfig(**shape, pad_token_id=1), add_pooling_layer=False).save_pretrained(folder)
+    else:
+        BertModel(BertConfig(**shape), add_pooling_layer=False).save_pretrained(folder)
     return folder

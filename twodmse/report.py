@@ -31,9 +31,10 @@ tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, gap_separate_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
-summary_{avg,stsb}.{md,tex}, backbones.md, claims.md, ablations.md and index.md (what was written and what was skipped,
-and why).
+summary_{avg,stsb}.{md,tex}, backbones.md, mteb_published.md, claims.md, ablations.md and index.md (what was written
+and what was skipped, and why).
 """
+import json
 import re
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list
 DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package data, found when installed too
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
 SEPARATE = "separate"  # one model per depth: every method's gap to it is drawn too
+UNTRAINED = "untrained"  # the backbone as released: its MTEB scores are checked against MTEB's published ones
 # depth_*: these, and the best elastic method (claims.best_elastic), per depth with their training cost
 DEPTH_METHODS = [SEPARATE, "baseline", "2dmse", "st-matryoshka2d", "starbucks"]
 TRAIN_COST = "speed/train_step.csv"  # under <results>/<backbone>/, written by benchmarks/train_step.py --csv
@@ -203,7 +205,6 @@ def load_sweeps(results):
     """Every selection.json under results as rows of backbone, method, target, candidate, score (the dev score on the
     method's selection target), dev_grid_mean, picked; a method whose depths were picked one by one (separate,
     target each-depth) has a row per depth and candidate, method "<m> @k" scored on (k, H). None when there is none."""
-    import json
     rows = []
     for path in sorted(Path(results).glob(SWEEP_GLOB)):
         try:
@@ -549,6 +550,7 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
             summaries.setdefault(view, []).append(df)
     written += write_tables(summaries, out)
     written += tables.write_backbone_table(across, out)
+    written += tables.write_mteb_published(tables.mteb_published_rows(load_untrained_mteb(results), pub), out)
     if sections:
         differ = claims.differences_markdown(verdicts)  # first: a verdict that flips with the backbone
         written.append(write_text(Path(out) / "claims.md",
@@ -557,6 +559,15 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
         written.append(write_text(Path(out) / "ablations.md", ABLATIONS_HEADER + "\n".join(ablations)))
     written.append(write_index(out, written, notes, results))
     return written, notes
+
+
+def load_untrained_mteb(results):
+    """{backbone: (its model id, its mteb_scores.csv)} of every backbone whose untrained run MTEB scored."""
+    found = {}
+    for path in sorted(Path(results).glob(f"*/{UNTRAINED}/seed0/mteb/mteb_scores.csv")):
+        run = json.loads((path.parent / "mteb_run.json").read_text())
+        found[path.parents[3].name] = (run["config"]["model"], pd.read_csv(path))
+    return found
 
 
 def find_speed(results):
@@ -608,10 +619,12 @@ def add_cli(subparsers):
                "several backbones, the claims whose verdict differs between them first), "
                "ablations.md (a folder <m>-<change> against method <m>: better, worse or inconclusive), "
                "pareto_* (speedup vs quality, needs a speed CSV), published_* (ours next to "
-               "published BERT-base numbers by fraction of depth and width), sweep_* (after a workflow "
+               "published BERT-base numbers by fraction of depth and width, or cell for cell on a 12 x 768 "
+               "backbone), sweep_* (after a workflow "
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
                ".{md,tex} (grid mean, worst cell, full-size cell per method); backbones.md (method x backbone: "
-               "grid mean, top cell, lower half of the layers, with 95% intervals and seeds); index.md lists "
+               "grid mean, top cell, lower half of the layers, with 95% intervals and seeds); mteb_published.md "
+               "(each backbone as released, scored by MTEB at (L, H), beside MTEB's published score); index.md lists "
                "everything and what was skipped. Example: twodmse report --results results "
                "--out figures")
     p.add_argument("--results", default="results", help="folder holding the grid CSVs (default: results)")

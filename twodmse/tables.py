@@ -3,6 +3,8 @@
 summary_{view}.{md,tex}   per backbone and method: grid mean, seed spread, worst cell, full cell, gain over baseline
 backbones.md              method x backbone: the grid mean, the top cell and the lower half of the layers, each
                           with its 95% interval (twodmse.stats.estimate) and seed count, side by side
+mteb_published.md         each backbone as released (untrained), scored by MTEB at (L, H), beside the score MTEB's
+                          own results repository publishes for that model and task
 """
 from pathlib import Path
 
@@ -115,3 +117,42 @@ def write_backbone_table(rows, out):
                "freedom; with one seed, the bootstrap alone). A backbone's columns compare methods on that backbone; "
                "across backbones the grids differ in depth and width.")
     return [write_text(Path(out) / "backbones.md", f"{caption}\n\n{backbone_table(rows)}")]
+
+
+# |ours - published| at or below this, in Spearman x100, reads "reproduced": MTEB's results repository prints the
+# score of one run, and encoding on other hardware or in other batches moves the fourth decimal of a correlation.
+REPRODUCED = 0.1
+
+
+def mteb_published_rows(untrained, pub):
+    """One row per backbone and MTEB STS task that MTEB's results repository has for the backbone's model:
+    untrained: {backbone: (model id, mteb_scores.csv frame)}; pub: the tidy published rows."""
+    if pub is None:
+        return []
+    published = pub[pub.source_id == "mteb_results_repo"]
+    rows = []
+    for backbone, (model, scores) in sorted(untrained.items()):
+        top = scores[(scores.layer == scores.layer.max()) & (scores.dim == scores.dim.max())]
+        theirs = published[published.backbone_label == model].set_index("dataset_label")
+        for task, ours in zip(top.task.str.removesuffix("-local"), top.main_score):
+            if task in theirs.index:
+                r = theirs.loc[task]
+                rows.append({"backbone": backbone, "model": model, "task": task, "ours": 100 * float(ours),
+                             "published": float(r.value), "source": r.source_url})
+    return rows
+
+
+def write_mteb_published(rows, out):
+    """mteb_published.md: mteb_published_rows as a table, with the verdict; nothing without rows."""
+    if not rows:
+        return []
+    lines = ["Each backbone as released (the untrained model), scored by `twodmse mteb` at its top cell (L, H), beside "
+             "the main score MTEB's results repository publishes for the same model and task (cosine Spearman x100; "
+             "source: the JSON file linked in each row). Reproduced: the difference is at most "
+             f"{REPRODUCED} point.", "",
+             "| backbone | task | ours | published | ours - published | reproduced | source |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        diff = r["ours"] - r["published"]
+        lines.append(f"| {r['backbone']} ({r['model']}) | {r['task']} | {r['ours']:.2f} | {r['published']:.2f} | "
+                     f"{diff:+.2f} | {'yes' if abs(diff) <= REPRODUCED else '**no**'} | [json]({r['source']}) |")
+    return [write_text(Path(out) / "mteb_published.md", "\n".join(lines) + "\n")]

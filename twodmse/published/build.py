@@ -1,9 +1,10 @@
 """Turn the hand-collected published numbers into tidy CSVs with normalised names.
 
-    python twodmse/published/build.py [--src ../shared/published] [--out twodmse/published]
+    python twodmse/published/build.py [--src ../shared/published --src twodmse/published/sources]
+                                      [--out twodmse/published]
 
-Reads the CSVs described in <src>/SOURCES.md and writes one tidy CSV per source
-family next to this script: twodmse/published/, package data that `twodmse report`
+Reads the CSVs described in ../shared/published/SOURCES.md, and those this project collected itself in
+twodmse/published/sources/ (its README says how), and writes one tidy CSV per source family next to this script: twodmse/published/, package data that `twodmse report`
 reads (configs/published links there). Numbers are copied, never computed: the only change
 is the x100 rescale of scores that were published as fractions (0.444 -> 44.4),
 done in decimal arithmetic, with the published string kept in `value_published`.
@@ -36,11 +37,12 @@ OUTPUT_FILE = {
     "st_release_v2.6.0": "sentence_transformers.csv",
     "angle_repo_nli_readme": "angle.csv",
     "hf_card_angle_bert_base": "angle.csv",
+    "mteb_results_repo": "mteb_results.csv",
 }
 
 # Sources whose correlations / retrieval scores are published as fractions of 1.
 FRACTION_SOURCES = {"2dmse_reproduce_readme", "starbucks_readme_tableA1",
-                    "starbucks_readme_tableA2", "starbucks_retrieval_readme"}
+                    "starbucks_readme_tableA2", "starbucks_retrieval_readme", "mteb_results_repo"}
 
 # (source prefix, published method label) -> normalised method. Labels are matched exactly.
 METHODS = {
@@ -62,6 +64,7 @@ METHODS = {
     "MatryoshkaLoss or no loss modifier (MNRL only)": "mrl-or-mnrl",
     "tomaarsen/mpnet-base-nli-matryoshka (MatryoshkaLoss + MNRL)": "mrl",
     "tomaarsen/mpnet-base-nli (MNRL only, standard model)": "mnrl",
+    "untrained": "untrained",            # a released model scored as it is (MTEB's results)
 }
 
 # published backbone -> (normalised name, layers, hidden size); sizes are the architecture's.
@@ -73,6 +76,8 @@ BACKBONES = {
     "microsoft/mpnet-base (12 layers)": ("mpnet-base", 12, 768),
     "microsoft/mpnet-base": ("mpnet-base", 12, 768),
     "not stated (docs use microsoft/mpnet-base)": ("unstated", None, None),
+    "sentence-transformers/all-mpnet-base-v2": ("all-mpnet-base-v2", 12, 768),
+    "sentence-transformers/all-MiniLM-L6-v2": ("all-MiniLM-L6-v2", 6, 384),
 }
 
 DATASETS = {
@@ -101,6 +106,8 @@ DATASETS = {
     "BEIR Fever (domain: Wiki)": "beir-fever",
     "BEIR Hpqa (domain: Wiki)": "beir-hotpotqa",
     "BEIR average (the 12 listed datasets)": "beir-avg",
+    # MTEB task names (mteb_results_repo)
+    "STSBenchmark": "stsb", "SICK-R": "sickr", **{f"STS{n}": f"sts{n}" for n in range(12, 17)},
 }
 
 METRICS = {
@@ -121,6 +128,7 @@ METRICS = {
     "performance reduction (%)": "loss_pct",
     "% of max performance preserved (Spearman)": "kept_pct",
     "% of (full-model) performance preserved": "kept_pct",
+    "cosine_spearman": "spearman",       # MTEB's main score on STS tasks
 }
 
 
@@ -173,11 +181,12 @@ def tidy(raw, path):
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def build(src, out):
-    src, out = Path(src), Path(out)
-    files = sorted(src.glob("*.csv"))
+def build(srcs, out):
+    out = Path(out)
+    files = [f for src in srcs for f in sorted(Path(src).glob("*.csv"))]
     if not files:
-        raise SystemExit(f"no published CSVs in {src}; pass --src DIR (the folder with SOURCES.md)")
+        raise SystemExit(f"no published CSVs in {', '.join(map(str, srcs))}; pass --src DIR (the folder with "
+                         "SOURCES.md)")
     tidy_all = pd.concat([tidy(pd.read_csv(f, dtype=str, keep_default_na=False), f) for f in files])
     unknown = sorted(set(tidy_all.source_id) - set(OUTPUT_FILE))
     if unknown:
@@ -192,11 +201,12 @@ def build(src, out):
 def main(argv=None):
     here = Path(__file__).resolve().parent
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src", default=str(REPO.parent / "shared" / "published"),
-                   help="folder with the hand-collected CSVs and SOURCES.md (default ../shared/published)")
+    p.add_argument("--src", action="append",
+                   help="a folder of hand-collected CSVs; repeat for several (default: ../shared/published, with "
+                        "its SOURCES.md, and twodmse/published/sources, this project's own)")
     p.add_argument("--out", default=str(here), help="where the tidy CSVs go (default: this folder)")
     args = p.parse_args(argv)
-    build(args.src, args.out)
+    build(args.src or [REPO.parent / "shared" / "published", here / "sources"], args.out)
 
 
 if __name__ == "__main__":
