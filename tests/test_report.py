@@ -24,7 +24,8 @@ SEED_OFFSET = {1: -1.0, 2: 1.0}  # 2dmse has two seeds whose mean cancels out
 EXPECTED_ROWS = {"2dmse_reproduce_readme": 384, "starbucks_readme_tableA1": 330,
                  "starbucks_readme_tableA2": 390, "starbucks_retrieval_readme": 1,
                  "st_pr2506_comment": 10, "st_docs_adaptive_layer": 8, "st_docs_matryoshka": 2,
-                 "st_release_v2.6.0": 5, "angle_repo_nli_readme": 8, "hf_card_angle_bert_base": 8}
+                 "st_release_v2.6.0": 5, "angle_repo_nli_readme": 8, "hf_card_angle_bert_base": 8,
+                 "mteb_results_repo": 13}
 
 
 def score(method, dataset, layer, dim, seed):
@@ -223,10 +224,32 @@ def test_committed_published_csvs():
 def test_build_matches_committed(tmp_path):
     if not SHARED_PUBLISHED.is_dir():
         needs.missing(f"no {SHARED_PUBLISHED} (the raw published tables, beside the data mirror) here")
-    load_build().build(SHARED_PUBLISHED, tmp_path)
+    load_build().build([SHARED_PUBLISHED, PUBLISHED / "sources"], tmp_path)
     fresh = read_tidy(tmp_path)
     check_tidy(fresh)
     pd.testing.assert_frame_equal(fresh, read_tidy(PUBLISHED))
+
+
+def test_each_backbone_as_released_is_checked_against_mtebs_published_scores(tmp_path):
+    # the untrained run's MTEB scores at (L, H) beside the scores of MTEB's results repository for the same model:
+    # within 0.1 reads "reproduced"; another cell, another model or a task MTEB has no score for is not compared
+    results = tmp_path / "res"
+    write_grid(results / "mini" / "baseline" / "seed1" / "grid.csv", "baseline", 1)  # a grid to report on
+    pub = report.load_published(PUBLISHED)
+    theirs = pub[(pub.source_id == "mteb_results_repo") & (pub.backbone == "all-MiniLM-L6-v2")]
+    published = dict(zip(theirs.dataset_label, theirs.value))
+    mteb = results / "mini" / "untrained" / "seed0" / "mteb"
+    mteb.mkdir(parents=True)
+    rows = [(f"{task}-local", 6, 384, value / 100 + (0.004 if task == "SICK-R" else 0.0)) for task, value in
+            published.items()] + [("STS14-local", 6, 384, 0.75), ("STSBenchmark-local", 5, 384, 0.1)]
+    pd.DataFrame(rows, columns=["task", "layer", "dim", "main_score"]).to_csv(mteb / "mteb_scores.csv", index=False)
+    (mteb / "mteb_run.json").write_text(json.dumps({"config": {"model": "sentence-transformers/all-MiniLM-L6-v2"}}))
+    report.make_report(results, tmp_path / "out", PUBLISHED, formats=("png",))
+    table = (tmp_path / "out" / "mteb_published.md").read_text()
+    got = dict(re.findall(r"^\| mini \(sentence-transformers/all-MiniLM-L6-v2\) \| (\S+) \| .+? \| (yes|\*\*no\*\*) \|",
+                          table, re.M))
+    assert got == {**{task: "yes" for task in published}, "SICK-R": "**no**"}  # off by 0.4 point
+    assert "STS14" not in got  # MTEB's repository has no all-MiniLM-L6-v2 STS14 file
 
 
 def test_method_missing_from_one_view_is_left_out_with_a_note(tmp_path):

@@ -154,5 +154,5 @@ def write_mteb_published(rows, out):
     for r in rows:
         diff = r["ours"] - r["published"]
         lines.append(f"| {r['backbone']} ({r['model']}) | {r['task']} | {r['ours']:.2f} | {r['published']:.2f} | "
-                     f"{diff:+.2f} | {'yes' if abs(diff) <= REPRODUCED else '**no**'} | [json]({r['source']}) |")
+                     f"{diff:+.3f} | {'yes' if abs(diff) <= REPRODUCED else '**no**'} | [json]({r['source']}) |")
     return [write_text(Path(out) / "mteb_published.md", "\n".join(lines) + "\n")]
