@@ -203,6 +203,47 @@ def test_layer_lr_decay_scales_each_layers_first_step_and_one_lr_keeps_two_group
     assert len(opt.param_groups) == 2  # as before the key existed: earlier checkpoints resume
 
 
+def test_gradient_equilibrium_scales_each_layers_gradient_as_imta_does(tiny_model):
+    # IMTA's rescale (1/(L-k+1) on layer k's output, (L-k) on the way into layer k+1): with a loss on the top exit
+    # alone, layer n's gradient is 1/(L-n+1) of the plain one; with a loss on exit 1 alone, 1/L; forward unchanged
+    enc = backbone.load(str(tiny_model))
+    enc.model.eval()  # no dropout: the two backward passes see the same forward
+    f = enc.tokenize(SENTENCES[:4])
+
+    def layer_grads(exit_layer):
+        enc.zero_grad()
+        emb = enc(f["input_ids"], f["attention_mask"])
+        emb[exit_layer - 1].pow(2).sum().backward()
+        return emb.detach(), [torch.cat([p.grad.flatten() for p in layer.parameters() if p.grad is not None])
+                              for layer in backbone.transformer_layers(enc.model)]
+
+    plain = {k: layer_grads(k) for k in (1, 3)}
+    enc.equalize_gradients()
+    for k, factors in ((3, [1 / 3, 1 / 2, 1.0]), (1, [1 / 3, 0.0, 0.0])):  # exit 1: no gradient above it
+        emb, grads = layer_grads(k)
+        torch.testing.assert_close(emb, plain[k][0])
+        for got, want, factor in zip(grads, plain[k][1], factors):
+            torch.testing.assert_close(got, want * factor, rtol=1e-4, atol=1e-7)
+
+
+def test_top_first_trains_like_baseline_then_like_the_method(tiny_bert, pairs_file, tmp_path):
+    # the mixed regime: the first half of the steps is baseline's (same loss, same weights after them), the rest
+    # supervises the method's cells; loss.csv keeps the method's columns throughout
+    base = train.train(config(tiny_bert, pairs_file, method="baseline", max_steps=4, lr=1e-3), tmp_path / "base")
+    mixed = train.train(config(tiny_bert, pairs_file, method="relational", max_steps=4, lr=1e-3, top_first=0.5),
+                        tmp_path / "mixed")
+    rows, base_rows = read_csv(mixed.parent / "loss.csv"), read_csv(base.parent / "loss.csv")
+    cells = [float(r["cells"]) for r in rows]
+    assert cells[:2] == [1.0, 1.0] and cells[2] == cells[3] > 1
+    np.testing.assert_allclose([float(r["loss"]) for r in rows[:2]], [float(r["loss"]) for r in base_rows[:2]],
+                               rtol=1e-5)
+    assert all(r["distill"] != "" for r in rows)  # relational's own column, logged from the first step
+    with pytest.raises(train.ConfigError, match="'top_first' is for the grid methods; separate"):
+        train.validate(config(tiny_bert, pairs_file, method="separate", top_first=0.5))
+    with pytest.raises(train.ConfigError, match="'gradient_equilibrium' is for the grid methods; st-matryoshka2d"):
+        train.validate(config(tiny_bert, pairs_file, method="st-matryoshka2d", gradient_equilibrium=True))
+
+
 def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file, tmp_path):
     train.train(config(tiny_bert, pairs_file, method="relational", method_options={"distill_weight": 2.0}),
                 tmp_path / "out")

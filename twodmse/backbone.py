@@ -161,6 +161,49 @@ def transformer_layers(model):
     raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; backward multiplies the gradient by a constant (IMTA's GradientRescaleFunction)."""
+
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+def gradient_equilibrium(model):
+    """Gradient equilibrium (Li, Zhang, Qi, Yang, Huang, "Improved Techniques for Training Adaptive Deep Networks",
+    ICCV 2019), as kalviny/IMTA implements it (models/msdnet_ge.py, MSDNet.forward, commit a937837): the output of
+    block i of n is rescaled by 1/(n - i) in backward, and again by (n - i - 1) on its way into block i + 1 only.
+    With our 1-based layers: layer k's output gets (its exit's gradient + (L - k) x the gradient from layer k + 1)
+    / (L - k + 1), so no layer's gradient grows with the number of exits above it.
+
+    The same sum, split by path: pre-hooks on the transformer blocks of `model` scale the gradient into block k + 1
+    by (L - k) / (L - k + 1), and Encoder._all_layers scales exit k's by exit_scale(k, L), at the hidden state it
+    pools (how transformers records hidden states, by hooks or in its layer loop, then does not matter).
+    Returns the hooks' handles."""
+    layers = transformer_layers(model)
+    L = len(layers)
+    return [layers[k].register_forward_pre_hook(
+        lambda mod, args, kwargs, f=(L - k) / (L - k + 1): _scaled_input(args, kwargs, f), with_kwargs=True)
+        for k in range(1, L)]  # layers[k] is layer k + 1, whose input is layer k's output
+
+
+def exit_scale(k, L):
+    """Gradient equilibrium's factor on exit k of L (gradient_equilibrium)."""
+    return 1.0 / (L - k + 1)
+
+
+def _scaled_input(args, kwargs, factor):
+    """A block's (args, kwargs) with the hidden states, passed first or as `hidden_states`, gradient-scaled."""
+    if args:
+        return (_ScaleGradient.apply(args[0], factor), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": _ScaleGradient.apply(kwargs["hidden_states"], factor)}
+
+
 def truncate(model, k):
     """Really drop the layers above k (in place) so inference costs k layers."""
     layers = transformer_layers(model)
@@ -227,6 +270,7 @@ class Encoder(nn.Module):
         self.model, self.tokenizer = model, tokenizer
         self.pooling, self.max_length, self.path = pooling, max_length, path
         self.heads = heads
+        self.equilibrium = None  # gradient equilibrium's hooks, when it trains with it
 
     def add_exit_heads(self):
         """Fresh exit heads (the identity) for layers 1..L-1, as training adds them; returns self."""
@@ -271,9 +315,18 @@ class Encoder(nn.Module):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         # pooled layer by layer: stacking the hidden states first would copy [L, B, T, H]. hidden_states[n] is the
         # output of block n, [0] the embedding layer, which is not a layer: index layer_index(n) holds layer n.
-        emb = torch.stack([pool(out.hidden_states[n], attention_mask, self.pooling)
-                           for n in all_layers(len(out.hidden_states) - 1)])
+        L = len(out.hidden_states) - 1
+        emb = torch.stack([pool(self._exit(out.hidden_states[n], n, L), attention_mask, self.pooling)
+                           for n in all_layers(L)])
         return emb if self.heads is None else self.heads(emb)
+
+    def equalize_gradients(self):
+        """Train with gradient equilibrium from now on (gradient_equilibrium; the train key of that name)."""
+        self.equilibrium = gradient_equilibrium(self.model)
+
+    def _exit(self, hidden, n, L):
+        """Layer n's hidden states as its exit reads them: with gradient equilibrium, their gradient scaled."""
+        return _ScaleGradient.apply(hidden, exit_scale(n, L)) if self.equilibrium else hidden
 
     def last_layer(self, input_ids, attention_mask, **extra):
         """Pooled embedding of the top layer only (through its exit head, if it has one): what a plain encoder of

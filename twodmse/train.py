@@ -188,6 +188,7 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
     n = len(data_cols[0][0])
     stream = Stream(n, cfg["batch_size"], cfg["seed"], world, rank)
     total = total_steps(cfg, n, world)
+    objective.top_first_steps = round(cfg["top_first"] * total)
     opt = _optimizer(enc, cfg)
     schedule = linear_schedule(total, math.ceil(cfg["warmup_ratio"] * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
@@ -293,6 +294,8 @@ def run_one(cfg, files, method, layers=None, resume=True):
                         layers=layers)
     if cfg["exit_heads"] and enc.heads is None:
         enc.add_exit_heads()
+    if cfg["gradient_equilibrium"]:
+        enc.equalize_gradients()
     try:  # method_options and loss are checked against the model's size here, before any step
         objective = methods.build(method, enc.num_layers, enc.hidden_size, cfg["loss"], cfg["seed"],
                                   **cfg["method_options"])

@@ -41,6 +41,12 @@ CONFIG = {
                                         "lr x layer_lr_decay^L (exit heads at lr): < 1 slows the lower layers "
                                         "(layer-wise lr decay), > 1 speeds them up; 1 = one lr", above=0,
                             why="a negative factor reverses the update of every other layer"),
+    "gradient_equilibrium": Value(False, bool, "rescale the gradient each layer's output receives to (its exit's + "
+                                               "(L - n) x the layers above's) / (L - n + 1) (Li et al. 2019; "
+                                               "backbone.gradient_equilibrium); grid methods only"),
+    "top_first": Value(0.0, float, "the first fraction of the optimizer steps trains (L, H) alone, as baseline, "
+                                   "then the method's cells (the mixed regime, Kubaty et al. 2024); grid methods "
+                                   "only", low=0, below=1, why="at 1 the method's own cells would never train"),
     "exit_heads": Value(False, bool, "train a linear head per exit below the top layer (the identity at first) with "
                                      "the model; saved as exit_heads.safetensors in its folder and applied by "
                                      "twodmse.load and the evaluator (backbone.ExitHeads); grid methods only"),
@@ -88,8 +94,9 @@ def validate(cfg, source="config"):
         losses.config(out["loss"], 2)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
-    if out["exit_heads"] and methods.trains_itself(out["method"]):
-        raise ConfigError(f"{source}: 'exit_heads' is for the grid methods; {out['method']} trains its own way")
+    for key in ("exit_heads", "gradient_equilibrium", "top_first"):
+        if out[key] and methods.trains_itself(out["method"]):
+            raise ConfigError(f"{source}: '{key}' is for the grid methods; {out['method']} trains its own way")
     check = getattr(methods.get(out["method"]), "check_config", None)
     if check:
         check(out, source)

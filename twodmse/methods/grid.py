@@ -48,6 +48,9 @@ class GridMethod:
     name = None               # the registry's name, for messages
     OPTIONS = {"dims": DIMS_OPTION}  # option -> its declaration (default, type, range)
     two_forwards = False      # True when a step needs two forward passes (DistributedDataParallel cannot)
+    # The mixed regime (train key `top_first`): the training loop sets how many first optimizer steps train (L, H)
+    # alone, as baseline does, before the method's own cells and alignment term (train.fit).
+    top_first_steps = 0
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
         schema.check_all(self.OPTIONS, options, f"method {self.name}")  # for callers of build() that skip validate
@@ -76,6 +79,12 @@ class GridMethod:
         """The row of 1-based layer n in W and in the all-layers embeddings (backbone.layer_index)."""
         return layer_index(layer)
 
+    def top_cell(self):
+        """W with (L, H) alone at weight 1: what baseline supervises."""
+        W = self.zeros()
+        W[self.row(self.L), self.col[self.H]] = 1.0
+        return W.float()
+
     def zeros(self):
         """An empty W to fill: float64 while weights are added up, cast to float32 by cells()."""
         return torch.zeros(self.L, len(self.dims), dtype=torch.float64)
@@ -96,12 +105,13 @@ class GridMethod:
         method that samples per forward pass. Returns (loss, logs); log values are floats or 0-dim tensors."""
         ids, mask, k, labels = self.unpack(batch)
         cfg = losses.config(self.loss_cfg, k)
-        W = self.cells(step)
+        top_only = step < self.top_first_steps
+        W = self.top_cell() if top_only else self.cells(step)
         logs = {"cells": float((W != 0).sum())}
         emb = self.forward(forward, ids, mask)
         loss = losses.grid_loss(emb, k, labels, W, self.dims, cfg)[0]
-        term, extra = self.align(emb, step)
-        if term is not None:
+        term, extra = self.align(emb, step)  # logged in both regimes, so loss.csv keeps its columns
+        if term is not None and not top_only:
             loss = loss + term
         logs.update(extra)
         return loss, logs

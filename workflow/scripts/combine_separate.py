@@ -72,8 +72,8 @@ def provenance(grids):
 
 
 def main(sm):
-    eval_dir = sm.input.eval
-    trained = json.loads(Path(sm.input.trained).read_text())["models"]
+    eval_dir = Path(sm.input[0])
+    trained = json.loads((eval_dir.parent / "train_info.json").read_text())["models"]  # the run's, beside eval/
     grids = layer_grids(eval_dir, [int(k) for k in trained])
     grid = combine(grids)
     util.write_csv(sm.output.grid, grid)
