@@ -22,7 +22,7 @@ def tiny_mpnet(tmp_path):
 
 
 @pytest.fixture(params=["bert", "mpnet"])
-def tiny_model(request, tmp_path):
+def tiny_bert_and_mpnet(request, tmp_path):
     """The tiny BERT, then the tiny MPNet: a test that takes it runs on both architectures."""
     from twodmse.backbone import make_tiny
     return make_tiny(tmp_path / f"tiny-{request.param}", layers=3, hidden=32, arch=request.param)

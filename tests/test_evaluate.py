@@ -30,8 +30,8 @@ def test_grid_scores_match_scipy_per_cell():
         assert row["n_pairs"] == N
 
 
-def test_all_layers_forward_matches_plain_encoder(tiny_model):
-    enc = backbone.load(str(tiny_model))
+def test_all_layers_forward_matches_plain_encoder(tiny_bert_and_mpnet):
+    enc = backbone.load(str(tiny_bert_and_mpnet))
     sentences = ["a man is playing guitar", "two dogs", "the child is eating food on a bench"]
     grid = evaluate.embed_all_layers(enc, sentences, batch_size=2, progress=False)
     assert grid.shape == (3, 3, 32)
@@ -42,13 +42,13 @@ def test_all_layers_forward_matches_plain_encoder(tiny_model):
     np.testing.assert_allclose(grid[-1], plain, atol=1e-5)
 
 
-def test_layer_n_is_the_output_of_block_n(tiny_model):
+def test_layer_n_is_the_output_of_block_n(tiny_bert_and_mpnet):
     # The one layer convention (backbone.layer_index / layer_number / all_layers): layer n = output of transformer
     # block n, 1..L, the embedding layer is not one; an all-layers array holds layer n at index n - 1.
     assert list(backbone.all_layers(3)) == [1, 2, 3]
     assert [backbone.layer_index(n) for n in (1, 2, 3)] == [0, 1, 2]
     assert [backbone.layer_number(i) for i in (0, 1, 2)] == [1, 2, 3]
-    enc = backbone.load(str(tiny_model))
+    enc = backbone.load(str(tiny_bert_and_mpnet))
     sentences = ["a man is playing guitar", "two dogs", "the child is eating food on a bench"]
     grid = evaluate.embed_all_layers(enc, sentences, batch_size=3, progress=False)
     f = enc.tokenize(sentences)
@@ -59,12 +59,12 @@ def test_layer_n_is_the_output_of_block_n(tiny_model):
             mask = f["attention_mask"].unsqueeze(-1).float()
             mean = ((hidden[n] * mask).sum(1) / mask.sum(1)).numpy()  # mean pooling, written out
             np.testing.assert_allclose(grid[backbone.layer_index(n)], mean, atol=1e-5)
-            cut = backbone.load(str(tiny_model), layers=n)  # really n blocks
+            cut = backbone.load(str(tiny_bert_and_mpnet), layers=n)  # really n blocks
             np.testing.assert_allclose(grid[backbone.layer_index(n)], cut.last_layer(**f).numpy(), atol=1e-5)
 
 
-def test_length_sorted_chunks_give_the_same_embeddings_and_gradients(tiny_model):
-    enc = backbone.load(str(tiny_model))
+def test_length_sorted_chunks_give_the_same_embeddings_and_gradients(tiny_bert_and_mpnet):
+    enc = backbone.load(str(tiny_bert_and_mpnet))
     sentences = ["a man", "two dogs are running through a field of tall grass", "a child",
                  "people sit on a bench near the river at night", "ok", "the cat sleeps"]
     f = enc.tokenize(sentences)

@@ -30,11 +30,11 @@ def assert_same_cell(model, layers, dim, out):
     return st_model
 
 
-def test_a_cell_of_a_model_with_exit_heads(tiny_model, tmp_path):
+def test_a_cell_of_a_model_with_exit_heads(tiny_bert_and_mpnet, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"sentence1": a, "sentence2": b, "score": s}) + "\n"
                              for a, b, s in zip(SENTENCES, SENTENCES[1:] + SENTENCES[:1], [1.0, 2.0, 3.0, 4.0, 5.0])))
-    model = train.train({"model": str(tiny_model), "train_data": str(pairs), "method": "full", "exit_heads": True,
+    model = train.train({"model": str(tiny_bert_and_mpnet), "train_data": str(pairs), "method": "full", "exit_heads": True,
                          "max_steps": 3, "lr": 1e-2, "batch_size": 4, "device": "cpu", "max_length": 16},
                         tmp_path / "run")
     # trained heads are not the identity, so layer 2's head must be in the export for the embeddings to match

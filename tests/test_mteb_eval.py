@@ -39,10 +39,10 @@ def _run(folder, pairs, tmp_path, monkeypatch, out="out"):
     return {(r.layer, r.dim): r.main_score for r in df.itertuples()}, df, info
 
 
-def test_mteb_main_scores_equal_our_evaluator(tiny_bert, tmp_path, monkeypatch):
+def test_mteb_main_scores_equal_our_evaluator(tiny_bert_and_mpnet, tmp_path, monkeypatch):
     pairs = _stsb(40)
-    got, df, info = _run(tiny_bert, pairs, tmp_path, monkeypatch)
-    want = _own_scores(tiny_bert, pairs)
+    got, df, info = _run(tiny_bert_and_mpnet, pairs, tmp_path, monkeypatch)
+    want = _own_scores(tiny_bert_and_mpnet, pairs)
     assert set(got) == set(want) and len(got) == 3 * len(DIMS)
     for cell, score in want.items():
         assert got[cell] == pytest.approx(score, abs=1e-6), cell
@@ -57,7 +57,7 @@ def test_mteb_main_scores_equal_our_evaluator(tiny_bert, tmp_path, monkeypatch):
     assert len(back) == 3 * len(DIMS)
 
     # MTEB's own JSON, in its layout, holds the same score
-    path = (tmp_path / "out" / "results" / "twodmse__tiny-bert" / info["revision"] / "experiments"
+    path = (tmp_path / "out" / "results" / f"twodmse__{tiny_bert_and_mpnet.name}" / info["revision"] / "experiments"
             / "dim_16__layer_2__max_length_128__pooling_mean" / "STSBenchmark-local.json")
     scores = json.loads(path.read_text())["scores"]["test"][0]
     assert scores["main_score"] == pytest.approx(want[2, 16], abs=1e-6)
@@ -65,7 +65,7 @@ def test_mteb_main_scores_equal_our_evaluator(tiny_bert, tmp_path, monkeypatch):
         pytest.approx(df.main_score.tolist())
 
     # a rerun is served from MTEB's results: the model is not even loaded
-    got2, _, info2 = _run(tiny_bert, pairs, tmp_path, monkeypatch)
+    got2, _, info2 = _run(tiny_bert_and_mpnet, pairs, tmp_path, monkeypatch)
     assert got2 == got and info2["encodes"] == 0 and not info2["model_loaded"]
 
 

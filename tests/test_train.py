@@ -203,10 +203,10 @@ def test_layer_lr_decay_scales_each_layers_first_step_and_one_lr_keeps_two_group
     assert len(opt.param_groups) == 2  # as before the key existed: earlier checkpoints resume
 
 
-def test_gradient_equilibrium_scales_each_layers_gradient_as_imta_does(tiny_model):
+def test_gradient_equilibrium_scales_each_layers_gradient_as_imta_does(tiny_bert_and_mpnet):
     # IMTA's rescale (1/(L-k+1) on layer k's output, (L-k) on the way into layer k+1): with a loss on the top exit
     # alone, layer n's gradient is 1/(L-n+1) of the plain one; with a loss on exit 1 alone, 1/L; forward unchanged
-    enc = backbone.load(str(tiny_model))
+    enc = backbone.load(str(tiny_bert_and_mpnet))
     enc.model.eval()  # no dropout: the two backward passes see the same forward
     f = enc.tokenize(SENTENCES[:4])
 
@@ -252,13 +252,15 @@ def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file,
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads"])
-def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method):
+@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads", "2dmse@mpnet"])
+def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method, request):
     # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.
     # 2dmse draws its (layer, width) per forward pass: the resumed run must draw the same ones.
-    # +heads: the exit heads are in the checkpoint too.
+    # +heads: the exit heads are in the checkpoint too. @mpnet: on all-mpnet-base-v2's architecture.
+    method, arch = method.partition("@")[::2]
     method, heads = method.removesuffix("+heads"), method.endswith("+heads")
-    cfg = config(tiny_bert, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method, exit_heads=heads)
+    model = request.getfixturevalue("tiny_mpnet") if arch == "mpnet" else tiny_bert
+    cfg = config(model, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method, exit_heads=heads)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     train.train(cfg, tmp_path / "whole")
@@ -467,12 +469,12 @@ def make_other_tiny(tmp_path):
 
 # ------------------------------------------------------------------ inference and the other methods
 
-def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_model):
+def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_bert_and_mpnet):
     from transformers import AutoModel, AutoTokenizer
-    elastic = inference.load_elastic(tiny_model, layers=2, dim=8)
+    elastic = inference.load_elastic(tiny_bert_and_mpnet, layers=2, dim=8)
     assert len(backbone.transformer_layers(elastic.encoder.model)) == 2
     got = elastic.encode(SENTENCES, batch_size=4)
-    tok, full = AutoTokenizer.from_pretrained(tiny_model), AutoModel.from_pretrained(tiny_model).eval()
+    tok, full = AutoTokenizer.from_pretrained(tiny_bert_and_mpnet), AutoModel.from_pretrained(tiny_bert_and_mpnet).eval()
     f = tok(SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.no_grad():
         hidden = full(**f, output_hidden_states=True).hidden_states[2]  # [0] is the embedding layer
@@ -480,7 +482,7 @@ def test_load_elastic_drops_layers_and_equals_hidden_state_k(tiny_model):
     expected = ((hidden * m).sum(1) / m.sum(1))[:, :8].numpy()
     assert got.shape == (len(SENTENCES), 8)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    unit = inference.load_elastic(tiny_model, layers=2, dim=8, normalize=True).encode(SENTENCES)
+    unit = inference.load_elastic(tiny_bert_and_mpnet, layers=2, dim=8, normalize=True).encode(SENTENCES)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
 
 
