@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import needs
-from twodmse import cli, data, figures, published_figure, report, stats
+from twodmse import cli, data, figures, published_figure, report, stats, tables
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "configs" / "published"
@@ -250,6 +250,20 @@ def test_each_backbone_as_released_is_checked_against_mtebs_published_scores(tmp
                           table, re.M))
     assert got == {**{task: "yes" for task in published}, "SICK-R": "**no**"}  # off by 0.4 point
     assert "STS14" not in got  # MTEB's repository has no all-MiniLM-L6-v2 STS14 file
+
+
+def test_bf16_runs_are_checked_cell_by_cell_against_the_fp32_seed_spread():
+    # baseline's seeds spread by 1 (sd 1 at every cell); baseline-bf16 is +0.5 everywhere but +3 at (3, 32)
+    rows = [dict(method=m, seed=s, layer=n, dim=d, spearman=50 + n + s + (0.0 if m == "baseline" else
+                                                                           3.0 if (n, d) == (3, 32) else 0.5))
+            for m in ("baseline", "baseline-bf16", "2dmse") for s in (-1, 0, 1) for n in LAYERS for d in DIMS]
+    got = tables.precision_rows(pd.DataFrame(rows), "tiny")
+    assert len(got) == 1  # 2dmse has no bf16 twin
+    r = got[0]
+    assert (r["variant"], r["method"], r["seeds"], r["cells"], r["outside"]) == ("baseline-bf16", "baseline", [3, 3],
+                                                                                 9, 1)
+    assert r["worst"] == (3, 32) and r["worst_diff"] == pytest.approx(3.0) and r["worst_sd"] == pytest.approx(1.0)
+    assert r["mean"] == pytest.approx((8 * 0.5 + 3.0) / 9)
 
 
 def test_method_missing_from_one_view_is_left_out_with_a_note(tmp_path):

@@ -31,8 +31,8 @@ tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
 heatmap_*, curves_*, gain_*, gap_separate_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
-summary_{avg,stsb}.{md,tex}, backbones.md, mteb_published.md, claims.md, ablations.md and index.md (what was written
-and what was skipped, and why).
+summary_{avg,stsb}.{md,tex}, backbones.md, mteb_published.md, precision.md, claims.md, ablations.md and index.md
+(what was written and what was skipped, and why).
 """
 import json
 import re
@@ -524,7 +524,7 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
                      f"twodmse/published/build.py writes (default {DEFAULT_PUBLISHED})")
     sweeps = load_sweeps(results)
     boots = load_bootstraps(results)
-    written, summaries, sections, ablations, verdicts, across = [], {}, [], [], {}, []
+    written, summaries, sections, ablations, verdicts, across, precision = [], {}, [], [], {}, [], []
     for backbone in sorted(grid.backbone.unique()):
         dev = load_dev_picks(results, backbone, sweeps)
         cost = load_train_cost(results, backbone)
@@ -535,6 +535,8 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
             grid, backbone, out, formats, baseline, pub, speed_df, boots, notes, dev, cost)
         written += w
         across += backbone_rows
+        if (scored_avg := cell_scores(grid, backbone, "avg")) is not None:
+            precision += tables.precision_rows(scored_avg[1], backbone)
         title = f"{backbone}: mean Spearman over the STS test sets"
         if claim_rows:
             sections.append(claims.markdown(claim_rows, title))
@@ -551,6 +553,7 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
     written += write_tables(summaries, out)
     written += tables.write_backbone_table(across, out)
     written += tables.write_mteb_published(tables.mteb_published_rows(load_untrained_mteb(results), pub), out)
+    written += tables.write_precision(precision, out)
     if sections:
         differ = claims.differences_markdown(verdicts)  # first: a verdict that flips with the backbone
         written.append(write_text(Path(out) / "claims.md",
@@ -624,7 +627,8 @@ def add_cli(subparsers):
                "sweep: each candidate's STS-B dev grid mean, the pick ringed); summary_{avg,stsb}"
                ".{md,tex} (grid mean, worst cell, full-size cell per method); backbones.md (method x backbone: "
                "grid mean, top cell, lower half of the layers, with 95% intervals and seeds); mteb_published.md "
-               "(each backbone as released, scored by MTEB at (L, H), beside MTEB's published score); index.md lists "
+               "(each backbone as released, scored by MTEB at (L, H), beside MTEB's published score); precision.md "
+               "(each <m>-bf16 against <m>, cell by cell, against the seed spread); index.md lists "
                "everything and what was skipped. Example: twodmse report --results results "
                "--out figures")
     p.add_argument("--results", default="results", help="folder holding the grid CSVs (default: results)")

@@ -5,6 +5,8 @@ backbones.md              method x backbone: the grid mean, the top cell and the
                           with its 95% interval (twodmse.stats.estimate) and seed count, side by side
 mteb_published.md         each backbone as released (untrained), scored by MTEB at (L, H), beside the score MTEB's
                           own results repository publishes for that model and task
+precision.md              each <m>-bf16 run against <m> (fp32), cell by cell: is every difference of the seed means
+                          inside <m>'s seed spread there?
 """
 from pathlib import Path
 
@@ -150,9 +152,54 @@ def write_mteb_published(rows, out):
              "the main score MTEB's results repository publishes for the same model and task (cosine Spearman x100; "
              "source: the JSON file linked in each row). Reproduced: the difference is at most "
              f"{REPRODUCED} point.", "",
-             "| backbone | task | ours | published | ours - published | reproduced | source |", "|---|---|---|---|---|---|---|"]
+             "| backbone | task | ours | published | ours - published | reproduced | source |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         diff = r["ours"] - r["published"]
         lines.append(f"| {r['backbone']} ({r['model']}) | {r['task']} | {r['ours']:.2f} | {r['published']:.2f} | "
                      f"{diff:+.3f} | {'yes' if abs(diff) <= REPRODUCED else '**no**'} | [json]({r['source']}) |")
     return [write_text(Path(out) / "mteb_published.md", "\n".join(lines) + "\n")]
+
+
+PRECISION_SUFFIX = "-bf16"  # a variant that differs from its method in bf16 autocast only (configs/default.yaml)
+
+
+def precision_rows(per_seed, backbone):
+    """For each <m>-bf16 with its method m: per cell, the difference of the seed means and m's seed standard
+    deviation there; a row per pair with the cells outside that spread. per_seed: method, seed, layer, dim,
+    spearman (report.cell_scores)."""
+    rows = []
+    for variant in sorted(m for m in set(per_seed.method) if m.endswith(PRECISION_SUFFIX)):
+        parent = variant.removesuffix(PRECISION_SUFFIX)
+        if parent not in set(per_seed.method):
+            continue
+        by = per_seed.pivot_table(index=["layer", "dim"], columns=["method"], values="spearman", aggfunc="mean")
+        spread = per_seed[per_seed.method == parent].groupby(["layer", "dim"]).spearman.std(ddof=1)
+        diff = (by[variant] - by[parent]).dropna()
+        ratio = (diff.abs() / spread.reindex(diff.index)).dropna()
+        seeds = [per_seed.seed[per_seed.method == m].nunique() for m in (variant, parent)]
+        worst = ratio.idxmax() if len(ratio) else None
+        rows.append({"backbone": backbone, "variant": variant, "method": parent, "seeds": seeds,
+                     "cells": len(diff), "outside": int((ratio > 1).sum()), "mean": float(diff.mean()),
+                     "max_abs": float(diff.abs().max()), "worst": worst,
+                     "worst_diff": float(diff[worst]) if worst else float("nan"),
+                     "worst_sd": float(spread[worst]) if worst else float("nan")})
+    return rows
+
+
+def write_precision(rows, out):
+    """precision.md: precision_rows as a table; nothing without rows."""
+    if not rows:
+        return []
+    lines = ["bf16 autocast in training against fp32: each `<m>-bf16` run (the same recipe and seeds as `<m>`, "
+             "bf16: true) minus `<m>`, mean Spearman x100 over the STS test sets, seed means. A cell is inside the "
+             "seed spread when the difference is at most `<m>`'s seed standard deviation there (its seeds, "
+             "ddof 1). bf16 is a lever for a study only where every cell is inside.", "",
+             "| backbone | bf16 - fp32 | seeds | cells outside the seed spread | mean over cells | largest difference "
+             "| cell furthest out (difference / seed sd) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        n, d = r["worst"] if r["worst"] else ("-", "-")
+        lines.append(f"| {r['backbone']} | {r['variant']} - {r['method']} | {r['seeds'][0]} vs {r['seeds'][1]} | "
+                     f"{r['outside']} of {r['cells']} | {r['mean']:+.2f} | {r['max_abs']:.2f} | ({n},{d}): "
+                     f"{r['worst_diff']:+.2f} / {r['worst_sd']:.2f} |")
+    return [write_text(Path(out) / "precision.md", "\n".join(lines) + "\n")]
