@@ -168,12 +168,14 @@ def precision_rows(per_seed, backbone):
     """For each <m>-bf16 with its method m: per cell, the difference of the seed means and m's seed standard
     deviation there; a row per pair with the cells outside that spread. per_seed: method, seed, layer, dim,
     spearman (report.cell_scores)."""
+    methods = set(per_seed.method)
+    pairs = [(v, v.removesuffix(PRECISION_SUFFIX)) for v in sorted(methods) if v.endswith(PRECISION_SUFFIX)]
+    pairs = [(v, m) for v, m in pairs if m in methods]
+    if not pairs:
+        return []
+    by = per_seed.pivot_table(index=["layer", "dim"], columns="method", values="spearman", aggfunc="mean")
     rows = []
-    for variant in sorted(m for m in set(per_seed.method) if m.endswith(PRECISION_SUFFIX)):
-        parent = variant.removesuffix(PRECISION_SUFFIX)
-        if parent not in set(per_seed.method):
-            continue
-        by = per_seed.pivot_table(index=["layer", "dim"], columns=["method"], values="spearman", aggfunc="mean")
+    for variant, parent in pairs:
         spread = per_seed[per_seed.method == parent].groupby(["layer", "dim"]).spearman.std(ddof=1)
         diff = (by[variant] - by[parent]).dropna()
         ratio = (diff.abs() / spread.reindex(diff.index)).dropna()
