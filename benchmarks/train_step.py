@@ -13,8 +13,10 @@ Then one epoch (of the first --epoch-pairs STS-B train pairs; 0 = all 5,749) of 
 CoSENTLoss on the same data, batch size, lr and warmup (load, train, save). Goal: ours / ST <= 1.0.
 
 With --config (a workflow config), the methods timed are that config's trained methods, each named as its results
-folder and built with its method_settings (method, exit_heads, method_options) and the config's loss; `separate`
-takes one step of each of its per-depth models (depth k cut to k layers), as it trains all of them. Every method
+folder and built with its method_settings (method, exit_heads, method_options, gradient_equilibrium) and the
+config's loss; `separate` takes one step of each of its per-depth models (depth k cut to k layers), as it trains all
+of them. A method with `top_first` is timed in its every-cell regime, an upper bound of its cost: its first steps
+train (L, H) alone, as baseline's do. Every method
 trains for the same number of steps, so step time relative to baseline is training cost relative to baseline.
 --csv writes the medians and quartiles there, with provenance beside it (.json); the report draws them:
 
@@ -48,22 +50,25 @@ def random_bert_base(folder, tokenizer_from):
 
 
 def configured(path):
-    """{results folder name: (method, exit_heads, method_options)} of every trained method of a workflow config,
-    and the config's train loss."""
+    """{results folder name: (method, exit_heads, method_options, gradient_equilibrium)} of every trained method of
+    a workflow config, and the config's train loss."""
     cfg = yaml.safe_load(Path(path).read_text())
     settings = cfg.get("method_settings") or {}
     named = {}
     for name in cfg["methods"]:
         s = settings.get(name) or {}
         if name != "untrained":  # the backbone scored as is: nothing to train
-            named[name] = (s.get("method", name), bool(s.get("exit_heads", False)), s.get("method_options") or {})
+            named[name] = (s.get("method", name), bool(s.get("exit_heads", False)), s.get("method_options") or {},
+                           bool(s.get("gradient_equilibrium", False)))
     return named, (cfg.get("train") or {}).get("loss")
 
 
-def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None):
+def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None, equilibrium=False):
     enc = copy.deepcopy(enc).train()
     if exit_heads:
         enc.add_exit_heads()
+    if equilibrium:
+        enc.equalize_gradients()
     objective = methods.build(method, enc.num_layers, enc.hidden_size, loss, **(options or {}))
     opt = torch.optim.AdamW(enc.parameters(), lr=lr)
 
@@ -72,6 +77,7 @@ def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    step.encoder = enc  # the copy it trains, for a look at its weights
     return step
 
 
@@ -90,14 +96,14 @@ def separate(enc, batch, lr, loss=None, options=None):
 
 
 def method_steps(named, enc, batch, lr, loss):
-    """{name: step} for {name: (method, exit_heads, method_options)}; sentence-transformers' method is left to
-    st_matryoshka2d."""
+    """{name: step} for {name: (method, exit_heads, method_options, gradient_equilibrium)}; sentence-transformers'
+    method is left to st_matryoshka2d."""
     steps = {}
-    for name, (method, heads, options) in named.items():
+    for name, (method, heads, options, equilibrium) in named.items():
         if method == "separate":
             steps[name] = separate(enc, batch, lr, loss, options)
         elif not methods.trains_itself(method):
-            steps[name] = ours(method, enc, batch, lr, heads, loss, options)
+            steps[name] = ours(method, enc, batch, lr, heads, loss, options, equilibrium)
     return steps
 
 
@@ -207,7 +213,7 @@ def main():
     feats = enc.tokenize(list(pairs.s1) + list(pairs.s2)).to(device)
     batch = {"input_ids": feats["input_ids"], "attention_mask": feats["attention_mask"],
              "labels": torch.tensor(pairs.scores, dtype=torch.float32, device=device), "k": 2}
-    named, loss = configured(args.config) if args.config else ({m: (m, False, {}) for m in METHODS}, None)
+    named, loss = configured(args.config) if args.config else ({m: (m, False, {}, False) for m in METHODS}, None)
     if "baseline" not in named:
         ap.error(f"{args.config}: times are relative to baseline; add baseline to its methods")
     steps = method_steps(named, enc, batch, 2e-5, loss)

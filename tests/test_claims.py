@@ -213,7 +213,7 @@ def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_p
             write_run(results, method, seed)
         write_sweep(results, method, dev_gap=1.0 if method == dev_pick else -0.5)  # dev worst: -2 vs -3.5
     written, _ = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
-    assert "depth_minilm_avg.png" in {Path(p).name for p in written}
+    assert {"depth_minilm_avg.png", "gap_cells_minilm_avg.png"} <= {Path(p).name for p in written}
     text = (tmp_path / "fig" / "claims.md").read_text()
     claim = f"{claims.ELASTIC_CLAIM['claim']}: {dev_pick}, picked on STS-B dev as the closest to separate in its " \
             "worst cell (-2.00 at (2,64))"
@@ -226,10 +226,28 @@ def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_p
     # test_numbers_and_test_text
     assert row["diff"] == pytest.approx(worst) and row["hi"] == pytest.approx(worst + 2.776445 * np.sqrt(2 / 3))
     assert row["counts"] == ("41 / 0 / 1" if dev_pick == "far" else "42 / 0 / 0")  # hold / inconclusive / fail
+    failing = {c: diff for c, (diff, v) in row["per_cell"].items() if v == "fails"}
+    assert len(row["per_cell"]) == 42 and failing == ({(1, 384): pytest.approx(-4.0)} if dev_pick == "far" else {})
     # every method against separate, picked or not
     table = re.findall(r"^\| (\S+) - separate \| \*\*(.+?)\*\* \| (\(\d,\d+\)) ([-+.\d]+)", text, re.M)
     assert [t[:2] for t in table] == [("close", "holds"), ("far", "fails")]
     assert table[0][3] == "+2.00" and table[1][2:] == ("(1,384)", "-4.00")
+
+
+def test_the_gap_figure_draws_a_method_its_parent_and_its_variants_and_hatches_the_failing_cells():
+    import matplotlib
+    matplotlib.use("Agg")
+    from twodmse.figures import fig_gap_cells
+    names = ["a", "a-x", "a-x-y", "a-x-z", "b"]
+    assert claims.family("a-x", names) == ["a-x", "a", "a-x-y", "a-x-z"]
+    assert claims.family("b", names) == ["b"]
+    rows = [{"compared": f"{m} - separate", "per_cell": {(n, d): (-2.0 if (m, n, d) == ("a", 1, 8) else 0.5,
+                                                                "fails" if (m, n, d) == ("a", 1, 8) else "holds")
+                                                         for n in (1, 2) for d in (8, 16)}} for m in ("a", "a-x")]
+    fig = fig_gap_cells(rows, "t", -1.0)
+    hatches = [[p.get_xy() for p in ax.patches if p.get_hatch()] for ax in fig.axes if ax.get_title()]
+    assert hatches == [[(-0.5, 0.5)], []]  # a's (1, 8): row 1 (layer 2 drawn on top), column 0
+    assert [t.get_text() for t in fig.axes[0].texts].count("-2.0") == 1
 
 
 def test_no_best_elastic_method_without_separates_sweep():

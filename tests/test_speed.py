@@ -157,8 +157,9 @@ def load_train_step():
 def test_train_step_benchmark_times_each_configured_method_as_its_results_folder(tiny_bert, tmp_path):
     bench = load_train_step()
     named, loss = bench.configured(REPO / "configs" / "study.yaml")
-    assert "untrained" not in named and named["separate"] == ("separate", False, {})
-    assert named["full-heads"] == ("full", True, {}) and named["relational"] == ("relational", False, {})
+    assert "untrained" not in named and named["separate"] == ("separate", False, {}, False)
+    assert named["full-heads"] == ("full", True, {}, False) and named["relational"] == ("relational", False, {}, False)
+    assert named["relational-heads-llr1.25-ge"] == ("relational", True, {}, True)
     assert loss == {"cosine_w": 1.0, "ibn_w": 0.0, "angle_w": 0.0, "cosine_tau": 20.0}
     enc = backbone.load(tiny_bert)
     feats = enc.tokenize(["a cat sat", "a dog ran", "the cat", "a dog"])
@@ -170,6 +171,13 @@ def test_train_step_benchmark_times_each_configured_method_as_its_results_folder
         step(0)
     # each method trains its own copies: the encoder handed in is unchanged
     assert all(torch.equal(p, before[n]) for n, p in enc.model.named_parameters())
+    # gradient equilibrium is on where the config says: the same step moves the copy's weights differently
+    first = []
+    for equilibrium in (False, True):
+        step = bench.ours("full", enc, batch, 1e-3, loss=loss, equilibrium=equilibrium)
+        step(0)
+        first.append(dict(step.encoder.model.named_parameters())["embeddings.word_embeddings.weight"])
+    assert not torch.allclose(first[0], first[1])
     times = {"baseline": [0.1, 0.1, 0.1], "separate": [0.3, 0.35, 0.4]}
     bench.write_csv(tmp_path / "train_step.csv", times, argparse.Namespace(config="x"))
     rows = pd.read_csv(tmp_path / "train_step.csv").set_index("method")

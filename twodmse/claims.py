@@ -165,6 +165,7 @@ def check_every_cell(claim, per_seed, boots):
     counts = " / ".join(str(verdicts.count(v)) for v in ("holds", "inconclusive", "fails"))
     mean = f"{whole['diff']:+.2f} [{whole['lo']:+.2f}, {whole['hi']:+.2f}]"
     return {**whole, **{k: worst[k] for k in ("diff", "lo", "hi", "p_better")}, "verdict": verdict,
+            "method": claim["a"], "per_cell": {c: (r["diff"], r["verdict"]) for c, r in rows.items()},
             "cells": f"every cell, {len(cells)} cells, each tested alone", "worst_cell": (n, d), "counts": counts,
             "mean": mean, "test": f"cells holding / inconclusive / failing: {counts}, against margin "
                                   f"{claim['margin']:+.1f}; worst cell ({n},{d}): {worst['test']}; mean over all "
@@ -294,6 +295,13 @@ def parent_of(method, methods):
     """The method a variant changes: the longest other name m with method = m + '-' + change, else None."""
     parents = [m for m in methods if m != method and method.startswith(m + "-")]
     return max(parents, key=len) if parents else None
+
+
+def family(method, methods):
+    """method, the method it is a variant of and its own variants, of those in methods: the old and the new of each
+    change, side by side."""
+    parent = parent_of(method, methods)
+    return [method] + ([parent] if parent else []) + sorted(m for m in methods if parent_of(m, methods) == method)
 
 
 def check_ablations(per_seed, boots):

@@ -1,7 +1,7 @@
 """The figures of `twodmse report`, one function each: frames in, files out, nothing read from disk.
 
 heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus
-baseline), depth (score per depth at full width, beside training cost), pareto (speedup vs quality), sweep (dev
+baseline), gap cells (the elastic goal's verdict per cell against separate), depth (score per depth at full width, beside training cost), pareto (speedup vs quality), sweep (dev
 grid mean per swept value). `save` writes each figure atomically in every requested format (the tables are
 twodmse.tables, the figure beside published numbers twodmse.published_figure).
 """
@@ -180,6 +180,20 @@ def fig_gain(cells, methods, baseline, title):
     return heatmap_panels(panels, f"{title}\ngain over {baseline} per cell (blue: better)",
                           f"Spearman gain over {baseline}", cmap="RdBu", vmin=-lim, vmax=lim,
                           fmt="+.1f", hatched=hatched)  # symmetric limits put white at zero
+
+
+def fig_gap_cells(rows, title, margin):
+    """Each method's mean minus separate per cell (rows: claims.check_every_cell's, with per_cell), hatched where
+    the cell fails the claim: its whole 95% interval below the margin."""
+    def pivot(r, item):
+        cells = pd.DataFrame([(n, d, v[item]) for (n, d), v in r["per_cell"].items()], columns=["layer", "dim", "v"])
+        return cells.pivot(index="layer", columns="dim", values="v").sort_index(ascending=False)
+    panels = {r["compared"]: pivot(r, 0) for r in rows}
+    hatched = {r["compared"]: pivot(r, 1) == "fails" for r in rows}
+    lim = max(np.nanmax(np.abs(p.values)) for p in panels.values())
+    return heatmap_panels(panels, f"{title}\nhatched: fails, the whole 95% interval below {margin:+.1f}",
+                          "Spearman difference to separate", cmap="RdBu", vmin=-lim, vmax=lim, fmt="+.1f",
+                          hatched=hatched)
 
 
 def fig_sweep(sweep, methods, colors, title):

@@ -30,7 +30,7 @@ when benchmarks/train_step.py --csv wrote it) and ablations.md (each variant fol
 tested the same way).
 
 Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
-heatmap_*, curves_*, gain_*, gap_separate_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
+heatmap_*, curves_*, gain_*, gap_separate_*, gap_cells_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
 summary_{avg,stsb}.{md,tex}, backbones.md, mteb_published.md, precision.md, claims.md, ablations.md and index.md
 (what was written and what was skipped, and why).
 """
@@ -44,7 +44,8 @@ import pandas as pd
 
 from twodmse import claims, stats, tables
 from twodmse.cells import CELL_SETS
-from twodmse.figures import fig_curves, fig_depth, fig_gain, fig_heatmaps, fig_pareto, fig_sweep, ordered, palette, save
+from twodmse.figures import (fig_curves, fig_depth, fig_gain, fig_gap_cells, fig_heatmaps, fig_pareto, fig_sweep,
+                             ordered, palette, save)
 from twodmse.published_figure import PUBLISHED_METHODS, fig_published, published_for
 from twodmse.tables import markdown, summary_table, write_tables
 from twodmse.data import EVAL_DATASETS, SPLITS
@@ -475,6 +476,12 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
                 fig = fig_depth(cells, shown, colors, cost, f"{backbone}: mean over {len(datasets)} STS test sets, "
                                 "95% intervals", best)
                 written += save(fig, out, f"depth_{name}", formats)
+                if best is not None:  # where the picked method's gap sits, beside the method it changes, if any
+                    by_method = {r["method"]: r for r in separate_rows if "per_cell" in r}
+                    shown = [by_method[m] for m in claims.family(best, list(by_method))]
+                    fig = fig_gap_cells(shown, f"{backbone}: the elastic goal per cell, {best} picked on dev",
+                                        claims.ELASTIC_CLAIM["margin"])
+                    written += save(fig, out, f"gap_cells_{name}", formats)
         summaries[view] = summary_table(cells, per_seed, baseline).assign(backbone=backbone)
         summaries[view].attrs["datasets"] = f"{backbone}: {', '.join(datasets)}"
         if view != primary:
@@ -616,6 +623,8 @@ def add_cli(subparsers):
         epilog="Writes to OUT, per backbone and view: heatmap_* (layer x dim grid per method), "
                "curves_* (score per layer at several widths, 95% whiskers), gain_* (method minus baseline; "
                "hatched: not significant), gap_separate_* (the same against separate, one model per depth), "
+               "gap_cells_* (the elastic goal per cell: the method picked on dev, the method it changes and its "
+               "variants, minus separate; hatched: fails), "
                "depth_* (per depth at full width: separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best "
                "elastic method, with training cost from RESULTS/<backbone>/speed/train_step.csv), "
                "claims.md (published claims and every method against separate, with computed verdicts; with "
