@@ -20,7 +20,7 @@ train (L, H) alone, as baseline's do. Every method
 trains for the same number of steps, so step time relative to baseline is training cost relative to baseline.
 --csv writes the medians and quartiles there, with provenance beside it (.json); the report draws them:
 
-    python benchmarks/train_step.py --config configs/study.yaml --threads 2 --epoch-pairs -1 --no-st \\
+    python benchmarks/train_step.py --config configs/study.yaml --threads 2 --epoch-pairs -1 \\
         --csv results/minilm/speed/train_step.csv
 """
 import argparse

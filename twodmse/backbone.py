@@ -184,7 +184,12 @@ def gradient_equilibrium(model):
     The same sum, split by path: pre-hooks on the transformer blocks of `model` scale the gradient into block k + 1
     by (L - k) / (L - k + 1), and Encoder._all_layers scales exit k's by exit_scale(k, L), at the hidden state it
     pools (how transformers records hidden states, by hooks or in its layer loop, then does not matter).
-    Returns the hooks' handles."""
+    Returns the hooks' handles.
+
+    In a chain of layers (a transformer; MSDNet is one too) this is one constant per layer: whatever the exits'
+    losses, layer n's gradient is the plain one times 1/(L - n + 1) (tests/test_train.py). Under IMTA's SGD
+    (main_GE.py @0e82bec) that is a smaller step for the lower layers; Adam divides each gradient by its own running
+    scale, so under AdamW it changes nothing but the gradient-norm clipping and Adam's epsilon."""
     layers = transformer_layers(model)
     L = len(layers)
     return [layers[k].register_forward_pre_hook(
