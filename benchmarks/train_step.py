@@ -13,8 +13,8 @@ Then one epoch (of the first --epoch-pairs STS-B train pairs; 0 = all 5,749) of 
 CoSENTLoss on the same data, batch size, lr and warmup (load, train, save). Goal: ours / ST <= 1.0.
 
 With --config (a workflow config), the methods timed are that config's trained methods, each named as its results
-folder and built with its method_settings (method, exit_heads, method_options, gradient_equilibrium) and the
-config's loss; `separate` takes one step of each of its per-depth models (depth k cut to k layers), as it trains all
+folder and built with its method_settings (method, exit_heads, method_options, and the train keys of TRAIN_KEYS)
+and the config's loss; `separate` takes one step of each of its per-depth models (depth k cut to k layers), as it trains all
 of them. A method with `top_first` is timed in its every-cell regime, an upper bound of its cost: its first steps
 train (L, H) alone, as baseline's do. Every method
 trains for the same number of steps, so step time relative to baseline is training cost relative to baseline.
@@ -49,9 +49,14 @@ def random_bert_base(folder, tokenizer_from):
     return folder
 
 
+# The train keys of method_settings that change a step's work: gradient hooks, learned loss weights. (top_first
+# does not: it changes which steps supervise which cells.)
+TRAIN_KEYS = ("gradient_equilibrium", "uncertainty_weights")
+
+
 def configured(path):
-    """{results folder name: (method, exit_heads, method_options, gradient_equilibrium)} of every trained method of
-    a workflow config, and the config's train loss."""
+    """{results folder name: (method, exit_heads, method_options, {train key: value} of TRAIN_KEYS)} of every
+    trained method of a workflow config, and the config's train loss."""
     cfg = yaml.safe_load(Path(path).read_text())
     settings = cfg.get("method_settings") or {}
     named = {}
@@ -59,18 +64,20 @@ def configured(path):
         s = settings.get(name) or {}
         if name != "untrained":  # the backbone scored as is: nothing to train
             named[name] = (s.get("method", name), bool(s.get("exit_heads", False)), s.get("method_options") or {},
-                           bool(s.get("gradient_equilibrium", False)))
+                           {k: s[k] for k in TRAIN_KEYS if k in s})
     return named, (cfg.get("train") or {}).get("loss")
 
 
-def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None, equilibrium=False):
+def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None, keys=None):
+    keys = keys or {}
     enc = copy.deepcopy(enc).train()
     if exit_heads:
         enc.add_exit_heads()
-    if equilibrium:
+    if keys.get("gradient_equilibrium"):
         enc.equalize_gradients()
     objective = methods.build(method, enc.num_layers, enc.hidden_size, loss, **(options or {}))
-    opt = torch.optim.AdamW(enc.parameters(), lr=lr)
+    weights = objective.learn_weights(enc.device) if keys.get("uncertainty_weights") else []
+    opt = torch.optim.AdamW([*enc.parameters(), *weights], lr=lr)
 
     def step(i):
         loss, _ = objective(enc, batch, i)
@@ -96,14 +103,14 @@ def separate(enc, batch, lr, loss=None, options=None):
 
 
 def method_steps(named, enc, batch, lr, loss):
-    """{name: step} for {name: (method, exit_heads, method_options, gradient_equilibrium)}; sentence-transformers'
-    method is left to st_matryoshka2d."""
+    """{name: step} for {name: (method, exit_heads, method_options, train keys)}; sentence-transformers' method is
+    left to st_matryoshka2d."""
     steps = {}
-    for name, (method, heads, options, equilibrium) in named.items():
+    for name, (method, heads, options, keys) in named.items():
         if method == "separate":
             steps[name] = separate(enc, batch, lr, loss, options)
         elif not methods.trains_itself(method):
-            steps[name] = ours(method, enc, batch, lr, heads, loss, options, equilibrium)
+            steps[name] = ours(method, enc, batch, lr, heads, loss, options, keys)
     return steps
 
 
@@ -213,7 +220,7 @@ def main():
     feats = enc.tokenize(list(pairs.s1) + list(pairs.s2)).to(device)
     batch = {"input_ids": feats["input_ids"], "attention_mask": feats["attention_mask"],
              "labels": torch.tensor(pairs.scores, dtype=torch.float32, device=device), "k": 2}
-    named, loss = configured(args.config) if args.config else ({m: (m, False, {}, False) for m in METHODS}, None)
+    named, loss = configured(args.config) if args.config else ({m: (m, False, {}, {}) for m in METHODS}, None)
     if "baseline" not in named:
         ap.error(f"{args.config}: times are relative to baseline; add baseline to its methods")
     steps = method_steps(named, enc, batch, 2e-5, loss)

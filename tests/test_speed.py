@@ -157,9 +157,10 @@ def load_train_step():
 def test_train_step_benchmark_times_each_configured_method_as_its_results_folder(tiny_bert, tmp_path):
     bench = load_train_step()
     named, loss = bench.configured(REPO / "configs" / "study.yaml")
-    assert "untrained" not in named and named["separate"] == ("separate", False, {}, False)
-    assert named["full-heads"] == ("full", True, {}, False) and named["relational"] == ("relational", False, {}, False)
-    assert named["relational-heads-llr1.25-ge"] == ("relational", True, {}, True)
+    assert "untrained" not in named and named["separate"] == ("separate", False, {}, {})
+    assert named["full-heads"] == ("full", True, {}, {}) and named["relational"] == ("relational", False, {}, {})
+    assert named["relational-heads-llr1.25-ge"] == ("relational", True, {}, {"gradient_equilibrium": True})
+    assert named["relational-heads-llr1.25-uw"][3] == {"uncertainty_weights": 0.02}
     assert loss == {"cosine_w": 1.0, "ibn_w": 0.0, "angle_w": 0.0, "cosine_tau": 20.0}
     enc = backbone.load(tiny_bert)
     feats = enc.tokenize(["a cat sat", "a dog ran", "the cat", "a dog"])
@@ -171,13 +172,15 @@ def test_train_step_benchmark_times_each_configured_method_as_its_results_folder
         step(0)
     # each method trains its own copies: the encoder handed in is unchanged
     assert all(torch.equal(p, before[n]) for n, p in enc.model.named_parameters())
-    # gradient equilibrium is on where the config says: the same step moves the copy's weights differently
+    # gradient equilibrium and learned loss weights are on where the config says: the same step moves the copy's
+    # weights differently
     first = []
-    for equilibrium in (False, True):
-        step = bench.ours("full", enc, batch, 1e-3, loss=loss, equilibrium=equilibrium)
+    for keys in ({}, {"gradient_equilibrium": True}, {"uncertainty_weights": 0.02}):
+        step = bench.ours("full", enc, batch, 1e-3, loss=loss, keys=keys)
         step(0)
+        step(1)  # Adam's first step is the sign of the gradient, whatever its scale
         first.append(dict(step.encoder.model.named_parameters())["embeddings.word_embeddings.weight"])
-    assert not torch.allclose(first[0], first[1])
+    assert not torch.allclose(first[0], first[1]) and not torch.allclose(first[0], first[2])
     times = {"baseline": [0.1, 0.1, 0.1], "separate": [0.3, 0.35, 0.4]}
     bench.write_csv(tmp_path / "train_step.csv", times, argparse.Namespace(config="x"))
     rows = pd.read_csv(tmp_path / "train_step.csv").set_index("method")

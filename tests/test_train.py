@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from twodmse import backbone, cli, inference, train, util
+from twodmse import backbone, cli, inference, methods, train, util
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = ["a man is playing guitar", "a woman is playing piano", "the dog is running on the road",
@@ -247,6 +247,32 @@ def test_top_first_trains_like_baseline_then_like_the_method(tiny_bert, pairs_fi
         train.validate(config(tiny_bert, pairs_file, method="st-matryoshka2d", gradient_equilibrium=True))
 
 
+def test_uncertainty_weights_weigh_each_cells_loss_and_are_learned(tiny_bert, pairs_file, tmp_path):
+    # the loss: sum W (exp(-s) l + s) over the supervised cells; learned: the cells' weights move from 1, each
+    # its own way, and are recorded in train_info.json; with top_first, the top-only steps keep baseline's loss
+    objective = methods.build("full", num_layers=3, hidden_size=32, dims=[8, 16])
+    objective.learn_weights("cpu")[0].data.copy_(torch.tensor([[0.5, 0.0, -1.0], [0.0, 0.2, 0.0], [1.0, 0.0, 0.3]]))
+    W, cells = objective.cells(), torch.rand(3, 3)
+    s = objective.log_vars.detach()
+    want = sum(float(W[i, j]) * (np.exp(-float(s[i, j])) * float(cells[i, j]) + float(s[i, j]))
+               for i in range(3) for j in range(3))
+    assert float(objective.uncertainty(W, cells)) == pytest.approx(want, rel=1e-5)
+    model = train.train(config(tiny_bert, pairs_file, method="full", uncertainty_weights=0.1, top_first=0.5),
+                        tmp_path / "uw")
+    plain = train.train(config(tiny_bert, pairs_file, method="full", top_first=0.5), tmp_path / "plain")
+    learned = json.loads((model.parent / "train_info.json").read_text())["learned_cell_weights"]
+    assert sorted(map(int, learned)) == [8, 16, 32] and all(len(v) == 3 for v in learned.values())
+    weights = np.array(list(learned.values()))
+    assert not np.allclose(weights, 1.0) and len(np.unique(weights.round(4))) > 3
+    rows, plain_rows = read_csv(model.parent / "loss.csv"), read_csv(plain.parent / "loss.csv")
+    np.testing.assert_allclose([float(r["loss"]) for r in rows[:2]], [float(r["loss"]) for r in plain_rows[:2]],
+                               rtol=1e-5)
+    assert float(rows[3]["loss"]) != pytest.approx(float(plain_rows[3]["loss"]), rel=1e-3)
+    assert "learned_cell_weights" not in json.loads((plain.parent / "train_info.json").read_text())
+    with pytest.raises(train.ConfigError, match="'uncertainty_weights' is for the grid methods; separate"):
+        train.validate(config(tiny_bert, pairs_file, method="separate", uncertainty_weights=0.1))
+
+
 def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file, tmp_path):
     train.train(config(tiny_bert, pairs_file, method="relational", method_options={"distill_weight": 2.0}),
                 tmp_path / "out")
@@ -255,15 +281,18 @@ def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file,
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads", "2dmse@mpnet"])
+@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads", "full+uw", "2dmse@mpnet"])
 def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method, request):
     # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.
     # 2dmse draws its (layer, width) per forward pass: the resumed run must draw the same ones.
-    # +heads: the exit heads are in the checkpoint too. @mpnet: on all-mpnet-base-v2's architecture.
+    # +heads: the exit heads are in the checkpoint too; +uw: the learned loss weights. @mpnet: on all-mpnet-base-v2's
+    # architecture.
     method, arch = method.partition("@")[::2]
-    method, heads = method.removesuffix("+heads"), method.endswith("+heads")
+    method, extra = method.partition("+")[::2]
+    heads = extra == "heads"
     model = request.getfixturevalue("tiny_mpnet") if arch == "mpnet" else tiny_bert
-    cfg = config(model, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method, exit_heads=heads)
+    cfg = config(model, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method, exit_heads=heads,
+                 uncertainty_weights=0.05 if extra == "uw" else 0.0)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     train.train(cfg, tmp_path / "whole")
@@ -289,7 +318,11 @@ def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tm
         from safetensors.torch import load_file
         a, b = (load_file(str(d / "model" / backbone.ExitHeads.FILE)) for d in (tmp_path / "whole", out))
         assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
-    assert json.loads((out / "train_info.json").read_text())["resumed_from_step"] == 3
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["resumed_from_step"] == 3
+    if extra == "uw":
+        assert info["learned_cell_weights"] == json.loads((tmp_path / "whole" / "train_info.json").read_text())[
+            "learned_cell_weights"]
     if method == "2dmse":  # the logged layer is the mean of a step's two draws: .5 where they differed
         assert [r["layer"] for r in rows] == [r["layer"] for r in whole_rows]
         assert any(float(r["layer"]) % 1 for r in rows)

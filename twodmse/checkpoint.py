@@ -1,7 +1,7 @@
 """A training run's files and how it survives a kill: checkpoints, resume, the finished-run marker.
 
-out/ of one model: loss.csv, checkpoint/ (state.pt: weights, optimizer, scheduler, every process's RNG state,
-step, loss.csv offset, config), model/, train_info.json (written last: its presence marks the run finished).
+out/ of one model: loss.csv, checkpoint/ (state.pt: weights, exit heads and learned loss weights if any, optimizer,
+scheduler, every process's RNG state, step, loss.csv offset, config), model/, train_info.json (written last: its presence marks the run finished).
 A checkpoint is swapped in whole (util.atomic_write with folder=True), so a kill at any moment leaves one
 complete checkpoint: checkpoint/, or .checkpoint.old/ when the kill fell between the two renames.
 """
@@ -87,8 +87,9 @@ def unreadable(file, why):
                           f"removes the checkpoint), or choose another --out")
 
 
-def resume(files, cfg, enc, opt, sched):
-    """Load the checkpoint into enc/opt/sched/RNGs; returns (step, loss.csv offset, wall time, folder)."""
+def resume(files, cfg, enc, opt, sched, loss_weights=()):
+    """Load the checkpoint into enc/opt/sched/RNGs and the learned loss weights; returns (step, loss.csv offset, wall
+    time, folder)."""
     state, where = load(files["ckpt"])
     if state is None:
         return 0, 0, 0.0, None
@@ -104,6 +105,8 @@ def resume(files, cfg, enc, opt, sched):
         enc.model.load_state_dict(state["model"])
         if state.get("heads") is not None:
             enc.heads.load_state_dict(state["heads"])
+        for w, saved in zip(loss_weights, state.get("loss_weights") or [], strict=True):
+            w.data.copy_(saved)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"][rank])

@@ -111,7 +111,8 @@ def linear_schedule(total, warmup):
     return factor
 
 
-def _optimizer(enc, cfg):
+def _optimizer(enc, cfg, loss_weights=()):
+    """AdamW over enc's parameters, and over loss_weights (learned loss weights) at their own rate."""
     decay = cfg["layer_lr_decay"]
     depth = _depths(enc) if decay != 1.0 else {}
     groups = {}  # (lr factor, weight matrix?) -> params; with one lr, the two groups of earlier checkpoints
@@ -121,8 +122,11 @@ def _optimizer(enc, cfg):
             groups.setdefault((factor, p.ndim >= 2), []).append(p)
     # biases and LayerNorm weights: no decay. fused: one kernel per step instead of a loop over tensors (measurably
     # faster on CPU)
-    return torch.optim.AdamW([{"params": ps, "lr": cfg["lr"] * f, "weight_decay": cfg["weight_decay"] if matrix
-                               else 0.0} for (f, matrix), ps in groups.items()], lr=cfg["lr"], fused=True)
+    params = [{"params": ps, "lr": cfg["lr"] * f, "weight_decay": cfg["weight_decay"] if matrix else 0.0}
+              for (f, matrix), ps in groups.items()]
+    if loss_weights:
+        params.append({"params": list(loss_weights), "lr": cfg["uncertainty_weights"], "weight_decay": 0.0})
+    return torch.optim.AdamW(params, lr=cfg["lr"], fused=True)
 
 
 def _depths(enc):
@@ -189,10 +193,11 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
     stream = Stream(n, cfg["batch_size"], cfg["seed"], world, rank)
     total = total_steps(cfg, n, world)
     objective.top_first_steps = round(cfg["top_first"] * total)
-    opt = _optimizer(enc, cfg)
+    loss_weights = objective.learn_weights(enc.device) if cfg["uncertainty_weights"] else []
+    opt = _optimizer(enc, cfg, loss_weights)
     schedule = linear_schedule(total, math.ceil(cfg["warmup_ratio"] * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    step, offset, wall_before, last_good = checkpoint.resume(files, cfg, enc, opt, sched) if resume \
+    step, offset, wall_before, last_good = checkpoint.resume(files, cfg, enc, opt, sched, loss_weights) if resume \
         else (0, 0, 0.0, None)
     first_step = step
     log = LossLog(files["csv"], offset) if main else None
@@ -229,7 +234,8 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
             bar.set_postfix(loss=f"{loss_sum:.4f}", pairs_s=f"{pps:.0f}", refresh=False)
             bar.update()
             if step % cfg["save_every"] == 0 and step < total:
-                _save(files, enc, opt, sched, cfg, step, offset, wall_before + time.perf_counter() - start)
+                _save(files, enc, loss_weights, opt, sched, cfg, step, offset,
+                      wall_before + time.perf_counter() - start)
                 last_good = files["ckpt"]
             if step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -238,17 +244,19 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
         if log:
             log.close()
     enc.eval()
-    return {"steps": total, "examples": n, "processes": world, "resumed_from_step": first_step,
+    learned = {"learned_cell_weights": objective.learned_weights()} if loss_weights else {}
+    return {**learned, "steps": total, "examples": n, "processes": world, "resumed_from_step": first_step,
             "wall_time_s": round(wall_before + time.perf_counter() - start, 2),
             "final_loss": losses[-1] if losses else None,
             "final_loss_mean10": float(np.mean(losses[-10:])) if losses else None}
 
 
-def _save(files, enc, opt, sched, cfg, step, offset, wall_time):
+def _save(files, enc, loss_weights, opt, sched, cfg, step, offset, wall_time):
     rng = distributed.gather(checkpoint.rng_state())
     if distributed.is_main():
         checkpoint.save(files["ckpt"], {
             "model": enc.model.state_dict(), "heads": enc.heads.state_dict() if enc.heads is not None else None,
+            "loss_weights": [w.detach() for w in loss_weights],
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "rng": rng, "step": step, "csv_offset": offset, "config": cfg, "wall_time_s": wall_time})
     distributed.barrier()
@@ -301,6 +309,9 @@ def run_one(cfg, files, method, layers=None, resume=True):
                                   **cfg["method_options"])
     except ValueError as e:
         raise ConfigError(f"method_options / loss of {method}: {e}") from None
+    if world > 1 and cfg["uncertainty_weights"]:
+        raise ConfigError("uncertainty_weights trains in one process only (its weights are outside the model that "
+                          "DistributedDataParallel averages); train without torchrun")
     if world > 1 and getattr(objective, "two_forwards", False):
         raise ConfigError(f"{method} with these options runs two forward passes per step, which "
                           "DistributedDataParallel does not support; train it in one process (no torchrun)")

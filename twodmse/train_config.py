@@ -47,6 +47,11 @@ CONFIG = {
     "top_first": Value(0.0, float, "the first fraction of the optimizer steps trains (L, H) alone, as baseline, "
                                    "then the method's cells (the mixed regime, Kubaty et al. 2024); grid methods "
                                    "only", low=0, below=1, why="at 1 the method's own cells would never train"),
+    "uncertainty_weights": Value(0.0, float, "learn one loss weight per cell: each supervised cell's loss l becomes "
+                                             "exp(-s) l + s, s trained with the model at this learning rate "
+                                             "(Kendall et al. 2018; the learned weights exp(-s) are in "
+                                             "train_info.json); 0 = off; grid methods, one process", low=0,
+                                 why="a negative rate climbs the loss"),
     "exit_heads": Value(False, bool, "train a linear head per exit below the top layer (the identity at first) with "
                                      "the model; saved as exit_heads.safetensors in its folder and applied by "
                                      "twodmse.load and the evaluator (backbone.ExitHeads); grid methods only"),
@@ -94,7 +99,7 @@ def validate(cfg, source="config"):
         losses.config(out["loss"], 2)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
-    for key in ("exit_heads", "gradient_equilibrium", "top_first"):
+    for key in ("exit_heads", "gradient_equilibrium", "top_first", "uncertainty_weights"):
         if out[key] and methods.trains_itself(out["method"]):
             raise ConfigError(f"{source}: '{key}' is for the grid methods; {out['method']} trains its own way")
     check = getattr(methods.get(out["method"]), "check_config", None)

@@ -51,6 +51,8 @@ class GridMethod:
     # The mixed regime (train key `top_first`): the training loop sets how many first optimizer steps train (L, H)
     # alone, as baseline does, before the method's own cells and alignment term (train.fit).
     top_first_steps = 0
+    # Learned loss weights (train key `uncertainty_weights`): s [L, len(dims)], set by learn_weights.
+    log_vars = None
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
         schema.check_all(self.OPTIONS, options, f"method {self.name}")  # for callers of build() that skip validate
@@ -62,6 +64,21 @@ class GridMethod:
         if self.loss_cfg.get("angle_w") and any(d % 2 for d in self.dims):
             raise ValueError(f"the angle loss splits each width into halves; odd width in {self.dims}")
         self.col = {d: j for j, d in enumerate(self.dims)}
+
+    def learn_weights(self, device):
+        """Uncertainty weighting (Kendall, Gal and Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses
+        for Scene Geometry and Semantics", CVPR 2018; no upstream code): each supervised cell's loss l becomes
+        exp(-s) l + s, with one s per cell trained with the model, starting at 0 (weight 1). At its optimum s = log l,
+        so a cell whose loss stays high is weighed down. Returns the new parameters, for the optimizer."""
+        self.log_vars = torch.nn.Parameter(torch.zeros(self.L, len(self.dims), device=device))
+        return [self.log_vars]
+
+    def learned_weights(self):
+        """{width: [exp(-s) of layers 1..L]}, or None without learned weights."""
+        if self.log_vars is None:
+            return None
+        w = torch.exp(-self.log_vars.detach().cpu())
+        return {d: [round(float(w[self.row(n), j]), 4) for n in range(1, self.L + 1)] for d, j in self.col.items()}
 
     def widths(self, default=None):
         """The columns of W, largest first: the `dims` option (else `default`, else cells.default_dims) plus the
@@ -109,12 +126,21 @@ class GridMethod:
         W = self.top_cell() if top_only else self.cells(step)
         logs = {"cells": float((W != 0).sum())}
         emb = self.forward(forward, ids, mask)
-        loss = losses.grid_loss(emb, k, labels, W, self.dims, cfg)[0]
+        loss, cells = losses.grid_loss(emb, k, labels, W, self.dims, cfg)
+        if self.log_vars is not None and not top_only:
+            loss = self.uncertainty(W, cells)
         term, extra = self.align(emb, step)  # logged in both regimes, so loss.csv keeps its columns
         if term is not None and not top_only:
             loss = loss + term
         logs.update(extra)
         return loss, logs
+
+    def uncertainty(self, W, cells):
+        """sum(W * (exp(-s) * cell loss + s)) over the supervised cells (learn_weights)."""
+        rows, cols = losses.active(W)
+        s = self.log_vars[rows][:, cols]
+        w = losses.to_device(W[rows][:, cols].float(), cells.device)
+        return (w * (torch.exp(-s) * cells + s)).sum()
 
     def unpack(self, batch):
         ids, mask, k, labels = batch["input_ids"], batch["attention_mask"], batch["k"], batch.get("labels")
