@@ -572,10 +572,12 @@ def test_bf16_true_autocasts_on_cpu_and_is_recorded(tiny_bert, pairs_file, tmp_p
     # bf16 is a lever on CPUs with bf16 units: asked for, it is used (the losses differ from fp32's), and the
     # run's record says which it was
     losses = {}
-    for bf16 in (False, True):
+    for bf16 in (False, True, None):  # None: on with CUDA only, so off here
         out = train.train(config(tiny_bert, pairs_file, method="2dmse", max_steps=3, bf16=bf16), tmp_path / str(bf16))
         losses[bf16] = [float(r["loss"]) for r in read_csv(out.parent / "loss.csv")]
-        assert json.loads((out.parent / "train_info.json").read_text())["config"]["bf16"] is bf16
+        info = json.loads((out.parent / "train_info.json").read_text())
+        assert info["config"]["bf16"] is bf16 and info["bf16_autocast"] is bool(bf16)
+    assert losses[None] == losses[False]
     assert np.isfinite(losses[True]).all() and losses[True] != losses[False]
     np.testing.assert_allclose(losses[True], losses[False], rtol=0.05)  # bf16 rounding, not another run
 

@@ -163,10 +163,15 @@ class LossLog:
         self.file.close()
 
 
+def _bf16(cfg, enc):
+    """Whether the forward passes run under bf16 autocast (train key bf16; null = with CUDA only)."""
+    return enc.device.type == "cuda" if cfg["bf16"] is None else cfg["bf16"]
+
+
 def _accumulate(model, forward, objective, stream, enc, data_cols, cfg, step):
     """The grad_accum forward/backward passes of one optimizer step -> (mean loss, mean logs, rows, last pass)."""
     accum, cols, scores = cfg["grad_accum"], *data_cols
-    use_bf16 = enc.device.type == "cuda" if cfg["bf16"] is None else cfg["bf16"]
+    use_bf16 = _bf16(cfg, enc)
     loss_sum, logs_sum, pairs = 0.0, {}, 0
     for micro in range(step * accum, (step + 1) * accum):
         rows, idx = stream.rows(micro)
@@ -246,6 +251,7 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
     enc.eval()
     learned = {"learned_cell_weights": objective.learned_weights()} if loss_weights else {}
     return {**learned, "steps": total, "examples": n, "processes": world, "resumed_from_step": first_step,
+            "bf16_autocast": _bf16(cfg, enc),
             "wall_time_s": round(wall_before + time.perf_counter() - start, 2),
             "final_loss": losses[-1] if losses else None,
             "final_loss_mean10": float(np.mean(losses[-10:])) if losses else None}
