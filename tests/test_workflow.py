@@ -463,7 +463,8 @@ def test_the_gpu_mpnet_study_is_the_cpu_study_at_full_size():
     assert set(cpu["methods"]) <= set(gpu["methods"]) == set(load_config("study")["methods"])
     assert set(cpu["seeds"]) < set(gpu["seeds"]) and set(cpu["sweep"]["lr"]) < set(gpu["sweep"]["lr"])
     assert not any("seeds" in s or "depths" in s.get("method_options", {}) for s in gpu["method_settings"].values())
-    assert gpu["method_settings"]["relational-heads-llr1.25"] == cpu["method_settings"]["relational-heads-llr1.25"]
+    assert gpu["method_settings"]["relational-heads-llr1.25-uw"] == \
+        cpu["method_settings"]["relational-heads-llr1.25-uw"]
     same = ("backbones", "train", "eval", "speed", "mteb", "sweep_seeds", "sweep_settle")
     assert {k: gpu[k] for k in same} == {k: cpu[k] for k in same}
 
