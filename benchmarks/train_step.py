@@ -13,11 +13,11 @@ Then one epoch (of the first --epoch-pairs STS-B train pairs; 0 = all 5,749) of 
 CoSENTLoss on the same data, batch size, lr and warmup (load, train, save). Goal: ours / ST <= 1.0.
 
 With --config (a workflow config), the methods timed are that config's trained methods, each named as its results
-folder and built with its method_settings (method, exit_heads, method_options, and the train keys of TRAIN_KEYS)
-and the config's loss; `separate` takes one step of each of its per-depth models (depth k cut to k layers), as it trains all
-of them. A method with `top_first` is timed in its every-cell regime, an upper bound of its cost: its first steps
-train (L, H) alone, as baseline's do. Every method
-trains for the same number of steps, so step time relative to baseline is training cost relative to baseline.
+folder and built with its method_settings (method, exit_heads, method_options, and the train keys of TRAIN_KEYS) and
+the config's loss; `separate` takes one step of each of its per-depth models (depth k cut to k layers), as it trains
+all of them. A method with `top_first` is timed in its every-cell regime, an upper bound of its cost: its first
+steps train (L, H) alone, as baseline's do. Every method trains for the same number of steps, so step time relative
+to baseline is training cost relative to baseline.
 --csv writes the medians and quartiles there, with provenance beside it (.json); the report draws them:
 
     python benchmarks/train_step.py --config configs/study.yaml --threads 2 --epoch-pairs -1 \\

@@ -1,7 +1,8 @@
 """A training run's files and how it survives a kill: checkpoints, resume, the finished-run marker.
 
 out/ of one model: loss.csv, checkpoint/ (state.pt: weights, exit heads and learned loss weights if any, optimizer,
-scheduler, every process's RNG state, step, loss.csv offset, config), model/, train_info.json (written last: its presence marks the run finished).
+scheduler, every process's RNG state, step, loss.csv offset, config), model/, train_info.json (written last: its
+presence marks the run finished).
 A checkpoint is swapped in whole (util.atomic_write with folder=True), so a kill at any moment leaves one
 complete checkpoint: checkpoint/, or .checkpoint.old/ when the kill fell between the two renames.
 """

@@ -1,9 +1,10 @@
 """The figures of `twodmse report`, one function each: frames in, files out, nothing read from disk.
 
-heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus
-baseline), gap cells (the elastic goal's verdict per cell against separate), depth (score per depth at full width, beside training cost), pareto (speedup vs quality), sweep (dev
-grid mean per swept value). `save` writes each figure atomically in every requested format (the tables are
-twodmse.tables, the figure beside published numbers twodmse.published_figure).
+heatmap (layer x dim grid per method), curves (score per layer at several widths), gain (method minus baseline), gap
+cells (the elastic goal's verdict per cell against separate), depth (score per depth at full width, beside training
+cost), pareto (speedup vs quality), sweep (dev grid mean per swept value). `save` writes each figure atomically in
+every requested format (the tables are twodmse.tables, the figure beside published numbers
+twodmse.published_figure).
 """
 from pathlib import Path
 
