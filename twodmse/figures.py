@@ -187,8 +187,8 @@ def fig_gap_cells(rows, title, margin):
     """Each method's mean minus separate per cell (rows: claims.check_every_cell's, with per_cell), hatched where
     the cell fails the claim: its whole 95% interval below the margin."""
     def pivot(r, item):
-        cells = pd.DataFrame([(n, d, v[item]) for (n, d), v in r["per_cell"].items()], columns=["layer", "dim", "v"])
-        return cells.pivot(index="layer", columns="dim", values="v").sort_index(ascending=False)
+        return grid_pivot(pd.DataFrame([(n, d, v[item]) for (n, d), v in r["per_cell"].items()],
+                                       columns=["layer", "dim", "score"]))
     panels = {r["compared"]: pivot(r, 0) for r in rows}
     hatched = {r["compared"]: pivot(r, 1) == "fails" for r in rows}
     lim = max(np.nanmax(np.abs(p.values)) for p in panels.values())
