@@ -49,9 +49,9 @@ def random_bert_base(folder, tokenizer_from):
     return folder
 
 
-# The train keys of method_settings that change a step's work: gradient hooks, learned loss weights. (top_first
-# does not: it changes which steps supervise which cells.)
-TRAIN_KEYS = ("gradient_equilibrium", "uncertainty_weights")
+# The train keys of method_settings that change a step's work: gradient hooks, learned loss weights, gradient
+# surgery. (top_first does not: it changes which steps supervise which cells.)
+TRAIN_KEYS = ("gradient_equilibrium", "uncertainty_weights", "pcgrad")
 
 
 def configured(path):
@@ -63,7 +63,8 @@ def configured(path):
     for name in cfg["methods"]:
         s = settings.get(name) or {}
         if name != "untrained":  # the backbone scored as is: nothing to train
-            named[name] = (s.get("method", name), bool(s.get("exit_heads", False)), s.get("method_options") or {},
+            heads = s.get("exit_heads", False)
+            named[name] = (s.get("method", name), heads and backbone.head_kind(heads), s.get("method_options") or {},
                            {k: s[k] for k in TRAIN_KEYS if k in s})
     return named, (cfg.get("train") or {}).get("loss")
 
@@ -72,19 +73,20 @@ def ours(method, enc, batch, lr, exit_heads=False, loss=None, options=None, keys
     keys = keys or {}
     enc = copy.deepcopy(enc).train()
     if exit_heads:
-        enc.add_exit_heads()
+        enc.add_exit_heads(exit_heads)
     if keys.get("gradient_equilibrium"):
         enc.equalize_gradients()
     objective = methods.build(method, enc.num_layers, enc.hidden_size, loss, **(options or {}))
     weights = objective.learn_weights(enc.device) if keys.get("uncertainty_weights") else []
+    objective.split_top = bool(keys.get("pcgrad"))
     opt = torch.optim.AdamW([*enc.parameters(), *weights], lr=lr)
 
     def step(i):
         loss, _ = objective(enc, batch, i)
-        loss.backward()
+        train.backward(loss, [*enc.parameters(), *weights])
         opt.step()
         opt.zero_grad(set_to_none=True)
-    step.encoder = enc  # the copy it trains, for a look at its weights
+    step.encoder, step.objective = enc, objective  # the copy it trains and its objective, for a look at them
     return step
 
 

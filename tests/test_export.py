@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import needs
-from twodmse import cli, inference, train
+from twodmse import cli, export, inference, train, util
 
 SENTENCES = ["a man is playing guitar", "a woman is slicing an onion", "the cat sleeps on the mat",
              "two dogs run through a field", "a child is reading a book"]
@@ -52,6 +52,18 @@ def test_a_cell_of_a_model_with_exit_heads(tiny_bert_and_mpnet, tmp_path):
     # the top layer has no head: full width at full depth is the plain model, with no Dense module
     assert_same_cell(model, None, None, tmp_path / "top")
     assert not any(p.name.endswith("_Dense") for p in (tmp_path / "top").iterdir())
+
+
+def test_a_cell_with_an_mlp_exit_head_is_refused_with_the_loader_to_use(tiny_bert, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"sentence1": a, "sentence2": b, "score": float(i)}) + "\n"
+                             for i, (a, b) in enumerate(zip(SENTENCES, SENTENCES[1:]))))
+    model = train.train({"model": str(tiny_bert), "train_data": str(pairs), "method": "full", "exit_heads": "mlp",
+                         "max_steps": 1, "batch_size": 4, "device": "cpu", "max_length": 16}, tmp_path / "run")
+    with pytest.raises(util.UserError, match=r"layer 2's exit head is of kind mlp .*twodmse.load\(.*layers=2, dim=16\)"):
+        export.export_cell(model, 2, 16, tmp_path / "cell")
+    assert not (tmp_path / "cell").exists()
+    assert_same_cell(model, None, None, tmp_path / "top")  # the top layer has no head: it exports as before
 
 
 def test_a_cell_of_minilm(tmp_path):

@@ -158,9 +158,11 @@ def test_train_step_benchmark_times_each_configured_method_as_its_results_folder
     bench = load_train_step()
     named, loss = bench.configured(REPO / "configs" / "study.yaml")
     assert "untrained" not in named and named["separate"] == ("separate", False, {}, {})
-    assert named["full-heads"] == ("full", True, {}, {}) and named["relational"] == ("relational", False, {}, {})
-    assert named["relational-heads-llr1.25-ge"] == ("relational", True, {}, {"gradient_equilibrium": True})
+    assert named["full-heads"] == ("full", "linear", {}, {}) and named["relational"] == ("relational", False, {}, {})
+    assert named["relational-heads-llr1.25-ge"] == ("relational", "linear", {}, {"gradient_equilibrium": True})
     assert named["relational-heads-llr1.25-uw"][3] == {"uncertainty_weights": 0.02}
+    assert named["relational-heads-llr1.25-pcgrad"][3] == {"pcgrad": True}
+    assert named["relational-heads-llr1.25-mlp"][1] == "mlp"
     assert loss == {"cosine_w": 1.0, "ibn_w": 0.0, "angle_w": 0.0, "cosine_tau": 20.0}
     enc = backbone.load(tiny_bert)
     feats = enc.tokenize(["a cat sat", "a dog ran", "the cat", "a dog"])
@@ -172,15 +174,18 @@ def test_train_step_benchmark_times_each_configured_method_as_its_results_folder
         step(0)
     # each method trains its own copies: the encoder handed in is unchanged
     assert all(torch.equal(p, before[n]) for n, p in enc.model.named_parameters())
-    # gradient equilibrium and learned loss weights are on where the config says: the same step moves the copy's
-    # weights differently
+    # gradient equilibrium, learned loss weights and mlp heads are on where the config says: the same steps move the
+    # copy's weights differently; gradient surgery changes them only where the cells' gradients conflict
     first = []
-    for keys in ({}, {"gradient_equilibrium": True}, {"uncertainty_weights": 0.02}):
-        step = bench.ours("full", enc, batch, 1e-3, loss=loss, keys=keys)
+    for keys, heads in (({}, False), ({"gradient_equilibrium": True}, False), ({"uncertainty_weights": 0.02}, False),
+                        ({}, "mlp")):
+        step = bench.ours("full", enc, batch, 1e-3, heads, loss=loss, keys=keys)
         step(0)
         step(1)  # Adam's first step is the sign of the gradient, whatever its scale
         first.append(dict(step.encoder.model.named_parameters())["embeddings.word_embeddings.weight"])
-    assert not torch.allclose(first[0], first[1]) and not torch.allclose(first[0], first[2])
+    assert not any(torch.allclose(first[0], other) for other in first[1:])
+    assert step.encoder.heads.kind == "mlp"
+    assert bench.ours("full", enc, batch, 1e-3, loss=loss, keys={"pcgrad": True}).objective.split_top
     times = {"baseline": [0.1, 0.1, 0.1], "separate": [0.3, 0.35, 0.4]}
     bench.write_csv(tmp_path / "train_step.csv", times, argparse.Namespace(config="x"))
     rows = pd.read_csv(tmp_path / "train_step.csv").set_index("method")

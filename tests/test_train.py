@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from twodmse import backbone, cli, inference, methods, train, util
+from twodmse import backbone, cli, inference, methods, surgery, train, util
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCES = ["a man is playing guitar", "a woman is playing piano", "the dog is running on the road",
@@ -145,13 +145,17 @@ def run_cli(cfg_path, out, kill_at=None):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_exit_heads_are_trained_saved_and_applied_at_every_exit_but_the_top(tiny_bert, pairs_file, tmp_path):
+@pytest.mark.parametrize("kind", [True, "mlp"])
+def test_exit_heads_are_trained_saved_and_applied_at_every_exit_but_the_top(tiny_bert, pairs_file, tmp_path, kind):
     st = pytest.importorskip("sentence_transformers")
-    model_dir = train.train(config(tiny_bert, pairs_file, exit_heads=True), tmp_path / "run")
+    model_dir = train.train(config(tiny_bert, pairs_file, exit_heads=kind), tmp_path / "run")
     assert (model_dir / backbone.ExitHeads.FILE).is_file()
     enc = backbone.load(str(model_dir))
     assert sorted(enc.heads.maps) == ["1", "2"]  # layers 1..L-1 of the 3-layer model
-    assert not torch.equal(enc.heads.maps["1"].weight, torch.eye(32))  # trained away from the identity
+    assert enc.heads.kind == backbone.head_kind(kind)  # read back from the file's keys
+    fresh = backbone.ExitHeads([1, 2], 32, enc.heads.kind).state_dict()
+    moved = [k for k, v in enc.heads.state_dict().items() if not torch.equal(v, fresh[k])]
+    assert any(k.startswith("maps.1.") for k in moved)  # trained away from the identity
     f = enc.tokenize(SENTENCES)
     with torch.no_grad():
         mapped = enc(f["input_ids"], f["attention_mask"])
@@ -167,10 +171,11 @@ def test_exit_heads_are_trained_saved_and_applied_at_every_exit_but_the_top(tiny
                                mapped[2].numpy(), atol=1e-5)
 
 
-def test_fresh_exit_heads_change_nothing_until_trained(tiny_bert, pairs_file, tmp_path):
+@pytest.mark.parametrize("kind", [True, "mlp"])
+def test_fresh_exit_heads_change_nothing_until_trained(tiny_bert, pairs_file, tmp_path, kind):
     cfg = config(tiny_bert, pairs_file, max_steps=1, lr=1e-12, save_every=1)  # lr 1e-12: weights barely move
     plain = train.train(cfg, tmp_path / "plain")
-    with_heads = train.train({**cfg, "exit_heads": True}, tmp_path / "heads")
+    with_heads = train.train({**cfg, "exit_heads": kind}, tmp_path / "heads")
     assert [r["loss"] for r in read_csv(tmp_path / "plain" / "loss.csv")] == \
         [r["loss"] for r in read_csv(tmp_path / "heads" / "loss.csv")]  # same draws, same loss
     a, b = backbone.load(str(plain)), backbone.load(str(with_heads))
@@ -182,6 +187,36 @@ def test_fresh_exit_heads_change_nothing_until_trained(tiny_bert, pairs_file, tm
 def test_exit_heads_are_refused_for_a_method_that_trains_itself(tiny_bert, pairs_file):
     with pytest.raises(train.ConfigError, match="'exit_heads' is for the grid methods; separate"):
         train.validate(config(tiny_bert, pairs_file, method="separate", exit_heads=True))
+    with pytest.raises(train.ConfigError, match="'exit_heads' must be true or false or one of linear, mlp; got 'mpl'"):
+        train.validate(config(tiny_bert, pairs_file, exit_heads="mpl"))
+
+
+def test_pcgrad_projects_each_task_off_the_others_gradient_where_they_conflict():
+    # PCGrad_tf.py: g_i - min(g_i . g_j, 0) / |g_j|^2 g_j, each against the other's original gradient, then summed
+    a, b = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([-1.0, 1.0, 0.0])  # a . b = -1: they conflict
+    for other, conflict in ((b, True), (-b, False)):
+        p = torch.nn.Parameter(torch.zeros(3))
+        p.grad = torch.ones(3)  # surgery adds to what the earlier micro-batches left
+        cos = surgery.pcgrad_backward(torch.stack([p @ a, p @ other]), [p])
+        want = a + other if not conflict else (a + b / 2) + (b + a / 5)
+        torch.testing.assert_close(p.grad, 1 + want)
+        assert cos == pytest.approx(float(a @ other / (a.norm() * other.norm())))
+
+
+def test_pcgrad_trains_the_same_loss_with_the_gradient_changed_only_where_cells_conflict(tiny_bert, pairs_file,
+                                                                                           tmp_path):
+    cfg = config(tiny_bert, pairs_file, method="relational", exit_heads=True)
+    plain = train.train(cfg, tmp_path / "plain")
+    model = train.train({**cfg, "pcgrad": True}, tmp_path / "pcgrad")
+    rows, plain_rows = read_csv(model.parent / "loss.csv"), read_csv(plain.parent / "loss.csv")
+    assert float(rows[0]["loss"]) == pytest.approx(float(plain_rows[0]["loss"]), rel=1e-6)  # the same total loss
+    # the tiny model's two tasks agree at every step here (the conflicting case: the test above), so PCGrad must
+    # leave the sum of their gradients as it was: the same weights as without it
+    assert all(0 < float(r["task_cos"]) <= 1 for r in rows) and "task_cos" not in plain_rows[0]
+    a, b = safetensors_weights(plain), safetensors_weights(model)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    with pytest.raises(train.ConfigError, match="'pcgrad' is for the grid methods; separate"):
+        train.validate(config(tiny_bert, pairs_file, method="separate", pcgrad=True))
 
 
 def test_layer_lr_decay_scales_each_layers_first_step_and_one_lr_keeps_two_groups(tiny_bert, pairs_file, tmp_path):
@@ -256,7 +291,7 @@ def test_uncertainty_weights_weigh_each_cells_loss_and_are_learned(tiny_bert, pa
     s = objective.log_vars.detach()
     want = sum(float(W[i, j]) * (np.exp(-float(s[i, j])) * float(cells[i, j]) + float(s[i, j]))
                for i in range(3) for j in range(3))
-    assert float(objective.uncertainty(W, cells)) == pytest.approx(want, rel=1e-5)
+    assert float(objective.cell_terms(W, cells).sum().detach()) == pytest.approx(want, rel=1e-5)
     model = train.train(config(tiny_bert, pairs_file, method="full", uncertainty_weights=0.1, top_first=0.5),
                         tmp_path / "uw")
     plain = train.train(config(tiny_bert, pairs_file, method="full", top_first=0.5), tmp_path / "plain")
@@ -281,15 +316,15 @@ def test_relational_trains_and_logs_its_distillation_term(tiny_bert, pairs_file,
     assert (tmp_path / "out" / "model" / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads", "full+uw", "2dmse@mpnet"])
+@pytest.mark.parametrize("method", ["full", "2dmse", "full+heads", "full+mlp", "full+uw", "2dmse@mpnet"])
 def test_resume_after_sigkill_ends_at_the_same_weights(tiny_bert, pairs_file, tmp_path, method, request):
     # grad_accum 2 over 3 batches per epoch: optimizer steps straddle epochs; dropout makes RNG state matter.
     # 2dmse draws its (layer, width) per forward pass: the resumed run must draw the same ones.
-    # +heads: the exit heads are in the checkpoint too; +uw: the learned loss weights. @mpnet: on all-mpnet-base-v2's
-    # architecture.
+    # +heads, +mlp: the exit heads (linear, mlp) are in the checkpoint too; +uw: the learned loss weights. @mpnet: on
+    # all-mpnet-base-v2's architecture.
     method, arch = method.partition("@")[::2]
     method, extra = method.partition("+")[::2]
-    heads = extra == "heads"
+    heads = {"heads": True, "mlp": "mlp"}.get(extra, False)
     model = request.getfixturevalue("tiny_mpnet") if arch == "mpnet" else tiny_bert
     cfg = config(model, pairs_file, max_steps=8, save_every=3, grad_accum=2, method=method, exit_heads=heads,
                  uncertainty_weights=0.05 if extra == "uw" else 0.0)

@@ -388,7 +388,8 @@ def test_study_config_is_the_default_run_plus_separate_a_sweep_and_seeds():
     assert cfg.pop("methods") == default.pop("methods") + [
         "separate", "relational", "full-heads", "relational-heads", "relational-heads-dimlinear",
         "relational-heads-llr1.25", "relational-heads-llr1.25-ge", "relational-heads-llr1.25-top0.25",
-        "relational-heads-llr1.25-uw", "st-matryoshka2d"]
+        "relational-heads-llr1.25-uw", "relational-heads-llr1.25-pcgrad", "relational-heads-llr1.25-mlp",
+        "st-matryoshka2d"]
     assert cfg == default
     validate(load_config("study"))
 

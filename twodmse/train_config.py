@@ -52,9 +52,16 @@ CONFIG = {
                                              "(Kendall et al. 2018; the learned weights exp(-s) are in "
                                              "train_info.json); 0 = off; grid methods, one process", low=0,
                                  why="a negative rate climbs the loss"),
-    "exit_heads": Value(False, bool, "train a linear head per exit below the top layer (the identity at first) with "
-                                     "the model; saved as exit_heads.safetensors in its folder and applied by "
-                                     "twodmse.load and the evaluator (backbone.ExitHeads); grid methods only"),
+    "pcgrad": Value(False, bool, "gradient surgery between the top cell's loss and the rest of the method's: "
+                                 "where their gradients conflict, each loses its component along the other's "
+                                 "(PCGrad, Yu et al. 2020; twodmse.surgery); one extra backward pass per step; grid "
+                                 "methods, one process"),
+    "exit_heads": Value(False, (bool, str), "train a head per exit below the top layer with the model, starting as "
+                                            "the identity: true or linear = a linear map, mlp = x + MLP(LayerNorm(x)) "
+                                            "(a residual MLP as wide as the model); saved as "
+                                            "exit_heads.safetensors in its folder and applied by twodmse.load and "
+                                            "the evaluator (backbone.ExitHeads); grid methods only",
+                        choices=("linear", "mlp")),
     "seed": Value(42, int, "seeds dropout, the shuffle and the objective's sampling", low=0, below=2 ** 32,
                   why="numpy's seeds are 32-bit"),
     "save_every": Value(100, int, "checkpoint every N optimizer steps", low=1),
@@ -99,7 +106,7 @@ def validate(cfg, source="config"):
         losses.config(out["loss"], 2)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
-    for key in ("exit_heads", "gradient_equilibrium", "top_first", "uncertainty_weights"):
+    for key in ("exit_heads", "gradient_equilibrium", "top_first", "uncertainty_weights", "pcgrad"):
         if out[key] and methods.trains_itself(out["method"]):
             raise ConfigError(f"{source}: '{key}' is for the grid methods; {out['method']} trains its own way")
     check = getattr(methods.get(out["method"]), "check_config", None)

@@ -53,6 +53,8 @@ class GridMethod:
     top_first_steps = 0
     # Learned loss weights (train key `uncertainty_weights`): s [L, len(dims)], set by learn_weights.
     log_vars = None
+    # Gradient surgery (train key `pcgrad`): the loss comes back as two tasks, [top cell, the rest] (surgery.py).
+    split_top = False
 
     def __init__(self, num_layers, hidden_size, loss_cfg=None, seed=42, **options):
         schema.check_all(self.OPTIONS, options, f"method {self.name}")  # for callers of build() that skip validate
@@ -119,28 +121,39 @@ class GridMethod:
         (rows: B first sentences, B second, B hard negatives if k == 3), "labels": [B] gold scores or None
         for triplets, "k": 2 or 3}; step = the 0-based optimizer step; draw = which forward pass of that step
         this is, counted over gradient accumulation and processes (micro-batch x processes + rank), for a
-        method that samples per forward pass. Returns (loss, logs); log values are floats or 0-dim tensors."""
+        method that samples per forward pass. Returns (loss, logs); log values are floats or 0-dim tensors. With
+        split_top set, loss is [the top cell's loss, the rest's], for gradient surgery (twodmse.surgery)."""
         ids, mask, k, labels = self.unpack(batch)
         cfg = losses.config(self.loss_cfg, k)
         top_only = step < self.top_first_steps
         W = self.top_cell() if top_only else self.cells(step)
         logs = {"cells": float((W != 0).sum())}
         emb = self.forward(forward, ids, mask)
-        loss, cells = losses.grid_loss(emb, k, labels, W, self.dims, cfg)
-        if self.log_vars is not None and not top_only:
-            loss = self.uncertainty(W, cells)
+        _, cells = losses.grid_loss(emb, k, labels, W, self.dims, cfg)
+        terms = self.cell_terms(W, cells, learned=not top_only)
         term, extra = self.align(emb, step)  # logged in both regimes, so loss.csv keeps its columns
-        if term is not None and not top_only:
-            loss = loss + term
         logs.update(extra)
-        return loss, logs
+        rest = terms.sum() if term is None or top_only else terms.sum() + term
+        if self.split_top and not top_only:
+            top = self.top_term(W, terms)
+            return torch.stack([top, rest - top]), logs
+        return rest, logs
 
-    def uncertainty(self, W, cells):
-        """sum(W * (exp(-s) * cell loss + s)) over the supervised cells (learn_weights)."""
+    def cell_terms(self, W, cells, learned=True):
+        """Each supervised cell's part of the loss, [rows, cols] of losses.active(W): W * l, or with learned
+        weights (learn_weights) W * (exp(-s) l + s)."""
         rows, cols = losses.active(W)
-        s = self.log_vars[rows][:, cols]
         w = losses.to_device(W[rows][:, cols].float(), cells.device)
-        return (w * (torch.exp(-s) * cells + s)).sum()
+        if self.log_vars is None or not learned:
+            return w * cells
+        s = self.log_vars[rows][:, cols]
+        return w * (torch.exp(-s) * cells + s)
+
+    def top_term(self, W, terms):
+        """The top cell's entry of cell_terms (0 when W leaves it out)."""
+        rows, cols = losses.active(W)
+        r, c = self.row(self.L), self.col[self.H]
+        return terms[rows.index(r), cols.index(c)] if r in rows and c in cols else terms.sum() * 0
 
     def unpack(self, batch):
         ids, mask, k, labels = batch["input_ids"], batch["attention_mask"], batch["k"], batch.get("labels")
