@@ -225,12 +225,13 @@ def fit(enc, objective, examples, cfg, files, resume=True, desc="train"):
     forward = functools.partial(model, chunks=cfg["length_chunks"])
     enc.train()
     start, losses = time.perf_counter(), []
+    params = [*enc.parameters(), *loss_weights]  # what gradient surgery takes its per-task gradients over
     bar = tqdm(total=total, initial=step, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
     try:
         while step < total:
             t0 = time.perf_counter()
             loss_sum, logs_sum, pairs, micro = _accumulate(model, forward, objective, stream, enc, data_cols, cfg,
-                                                           step, [*enc.parameters(), *loss_weights])
+                                                           step, params)
             epoch = (micro + 1) / stream.per_epoch
             # Checked before the update, so no bad weights can be saved; averaged, so every process stops alike.
             loss_sum = distributed.mean(loss_sum)
@@ -328,12 +329,10 @@ def run_one(cfg, files, method, layers=None, resume=True):
                                   **cfg["method_options"])
     except ValueError as e:
         raise ConfigError(f"method_options / loss of {method}: {e}") from None
-    if world > 1 and cfg["uncertainty_weights"]:
-        raise ConfigError("uncertainty_weights trains in one process only (its weights are outside the model that "
-                          "DistributedDataParallel averages); train without torchrun")
-    if world > 1 and cfg["pcgrad"]:
-        raise ConfigError("pcgrad trains in one process only (its per-task gradients bypass the gradient averaging "
-                          "of DistributedDataParallel); train without torchrun")
+    for key, why in (("uncertainty_weights", "its weights are outside the model that DistributedDataParallel averages"),
+                     ("pcgrad", "its per-task gradients bypass the gradient averaging of DistributedDataParallel")):
+        if world > 1 and cfg[key]:
+            raise ConfigError(f"{key} trains in one process only ({why}); train without torchrun")
     if world > 1 and getattr(objective, "two_forwards", False):
         raise ConfigError(f"{method} with these options runs two forward passes per step, which "
                           "DistributedDataParallel does not support; train it in one process (no torchrun)")

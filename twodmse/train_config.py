@@ -61,7 +61,7 @@ CONFIG = {
                                             "(a residual MLP as wide as the model); saved as "
                                             "exit_heads.safetensors in its folder and applied by twodmse.load and "
                                             "the evaluator (backbone.ExitHeads); grid methods only",
-                        choices=("linear", "mlp")),
+                        choices=backbone.ExitHeads.KINDS),
     "seed": Value(42, int, "seeds dropout, the shuffle and the objective's sampling", low=0, below=2 ** 32,
                   why="numpy's seeds are 32-bit"),
     "save_every": Value(100, int, "checkpoint every N optimizer steps", low=1),
