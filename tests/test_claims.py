@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twodmse import cells, claims, report, stats
+from twodmse import cells, claims, loaders, report, stats
 
 LAYERS, DIMS = list(range(1, 7)), cells.default_dims(384)
 SEEDS = [42, 43, 44]
@@ -79,9 +79,9 @@ def test_every_outcome_through_the_report(results, tmp_path):
 
 
 def test_numbers_and_test_text(results):
-    grid = report.load_grids(results)
+    grid = loaders.load_grids(results)
     _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
-    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    boots = report.view_bootstraps(loaders.load_bootstraps(results), "minilm", datasets)
     rows = {r["id"]: r for r in claims.check_all(per_seed, boots)}
     top = rows["2dmse-top"]
     # -4 exactly; the interval: seed spread s = 1 on both sides (s^2/3 each, 2 df each: Welch-Satterthwaite df 4)
@@ -101,9 +101,9 @@ def test_separate_trained_at_some_depths_is_compared_on_those_depths(tmp_path):
         write_run(results, "2dmse", seed)
         write_run(results, "separate", seed, layers=[2, 4, 6])
     report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
-    grid = report.load_grids(results)
+    grid = loaders.load_grids(results)
     _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
-    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    boots = report.view_bootstraps(loaders.load_bootstraps(results), "minilm", datasets)
     row = {r["id"]: r for r in claims.check_all(per_seed, boots)}["separate-vs-2dmse"]
     assert row["cells"].endswith("(2,384) (4,384)") and row["diff"] == pytest.approx(-3.0)
     assert row["verdict"] == "fails"
@@ -113,9 +113,9 @@ def test_separate_trained_at_some_depths_is_compared_on_those_depths(tmp_path):
 
 
 def test_intervals_and_significance_marks(results):
-    grid = report.load_grids(results)
+    grid = loaders.load_grids(results)
     c, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
-    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    boots = report.view_bootstraps(loaders.load_bootstraps(results), "minilm", datasets)
     c = report.with_intervals(c, per_seed, boots, "baseline").set_index(["method", "layer", "dim"])
     has = c.lo.notna()
     assert has.sum() == 3 * len(LAYERS) * len(DIMS) and ((c.lo < c.score) & (c.score < c.hi))[has].all()
@@ -161,9 +161,9 @@ def test_gap_to_separate_is_drawn_with_its_significance(tmp_path):
     results = tmp_path / "results"
     for method in ("baseline", "2dmse", "separate"):
         write_run(results, method, 42)
-    grid = report.load_grids(results)
+    grid = loaders.load_grids(results)
     cells, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
-    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    boots = report.view_bootstraps(loaders.load_bootstraps(results), "minilm", datasets)
     gap = report.with_intervals(cells, per_seed, boots, "separate").set_index(["method", "layer", "dim"])
     assert not gap.loc[("2dmse", 1, 384), "not_significant"] and gap.loc[("baseline", 1, 384), "not_significant"]
     written, _ = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
@@ -176,9 +176,9 @@ def test_a_one_seed_ablation_is_paired_with_its_parent_at_that_seed(tmp_path):
         write_run(results, "baseline", seed)
     write_run(results, "baseline-better", 42)
     write_run(results, "baseline-worse", 43)
-    grid = report.load_grids(results)
+    grid = loaders.load_grids(results)
     _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
-    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
+    boots = report.view_bootstraps(loaders.load_bootstraps(results), "minilm", datasets)
     rows = {r["id"]: r for r in claims.check_ablations(per_seed, boots)}
     # against baseline's seed-42 run (not its 3-seed mean): exactly +3; seed spread: baseline's seeds (variance 1,
     # 2 df) on both sides, the paired bootstrap adds nothing (shared noise)
@@ -218,10 +218,10 @@ def test_the_best_elastic_method_is_picked_on_dev_and_tested_in_every_cell(tmp_p
     claim = f"{claims.ELASTIC_CLAIM['claim']}: {dev_pick}, picked on STS-B dev as the closest to separate in its " \
             "worst cell (-2.00 at (2,64))"
     assert verdicts(text)[claim] == verdict
-    grid = report.load_grids(results)
+    grid = loaders.load_grids(results)
     _, per_seed, datasets = report.cell_scores(grid, "minilm", "avg")
-    boots = report.view_bootstraps(report.load_bootstraps(results), "minilm", datasets)
-    row = claims.check_elastic(per_seed, boots, report.load_dev_picks(results, "minilm", report.load_sweeps(results)))
+    boots = report.view_bootstraps(loaders.load_bootstraps(results), "minilm", datasets)
+    row = claims.check_elastic(per_seed, boots, loaders.load_dev_picks(results, "minilm", loaders.load_sweeps(results)))
     # the worst cell's difference; its interval: the seed spread alone (shared bootstrap noise), as in
     # test_numbers_and_test_text
     assert row["diff"] == pytest.approx(worst) and row["hi"] == pytest.approx(worst + 2.776445 * np.sqrt(2 / 3))
@@ -261,12 +261,12 @@ def test_depth_figure_draws_the_training_cost_and_names_a_bad_cost_file(tmp_path
     results = tmp_path / "results"
     for method in ("baseline", "separate"):
         write_run(results, method, 42)
-    cost = results / "minilm" / report.TRAIN_COST
+    cost = results / "minilm" / loaders.TRAIN_COST
     cost.parent.mkdir(parents=True)
     cost.write_text("method,ms_median,ms_q1,ms_q3,relative_to_baseline\nbaseline,100,90,110,1.0\n"
                     "separate,350,340,360,3.5\n")
     written, notes = report.make_report(results, tmp_path / "fig", published=None, formats=["png"])
     assert "depth_minilm_avg.png" in {Path(p).name for p in written} and not any("train_step" in n for n in notes)
     cost.write_text("method,ms\nbaseline,100\n")
-    with pytest.raises(report.ReportError, match=r"train_step.csv: missing column.*rerun benchmarks/train_step.py"):
+    with pytest.raises(loaders.ReportError, match=r"train_step.csv: missing column.*rerun benchmarks/train_step.py"):
         report.make_report(results, tmp_path / "fig", published=None, formats=["png"])

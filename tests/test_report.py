@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import needs
-from twodmse import cli, data, figures, published_figure, report, stats, tables
+from twodmse import cli, data, figures, loaders, published_figure, report, stats, tables
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = REPO / "configs" / "published"
@@ -129,7 +129,7 @@ def test_malformed_grid_names_file_and_column(tmp_path):
     path.parent.mkdir(parents=True)
     pd.DataFrame({"dataset": ["stsb"], "split": ["test"], "layer": [1], "dim": [8],
                   "pearson": [1.0]}).to_csv(path, index=False)
-    with pytest.raises(report.ReportError, match=re.escape(str(path)) + ".*spearman"):
+    with pytest.raises(loaders.ReportError, match=re.escape(str(path)) + ".*spearman"):
         report.make_report(tmp_path / "res", tmp_path / "out", published=None)
 
 
@@ -137,8 +137,8 @@ def test_non_numeric_cell_names_the_line(tmp_path):
     path = tmp_path / "res" / "tiny" / "mrl" / "seed1" / "grid.csv"
     path.parent.mkdir(parents=True)
     path.write_text("dataset,split,layer,dim,spearman\nstsb,test,1,8,50.0\nstsb,test,1,16,oops\n")
-    with pytest.raises(report.ReportError, match=re.escape(f"{path}:3") + ".*spearman.*oops"):
-        report.load_grids(tmp_path / "res")
+    with pytest.raises(loaders.ReportError, match=re.escape(f"{path}:3") + ".*spearman.*oops"):
+        loaders.load_grids(tmp_path / "res")
 
 
 @pytest.mark.parametrize("row, message", [("stsb,test,1,16,150.0", "column 'spearman' is 150.0, not in [-100, 100]"),
@@ -148,8 +148,8 @@ def test_impossible_values_name_the_line(tmp_path, row, message):
     path = tmp_path / "res" / "tiny" / "mrl" / "seed1" / "grid.csv"
     path.parent.mkdir(parents=True)
     path.write_text(f"dataset,split,layer,dim,spearman\nstsb,test,1,8,50.0\n{row}\n")
-    with pytest.raises(report.ReportError, match=re.escape(f"{path}:3: {message}")):
-        report.load_grids(tmp_path / "res")
+    with pytest.raises(loaders.ReportError, match=re.escape(f"{path}:3: {message}")):
+        loaders.load_grids(tmp_path / "res")
 
 
 @pytest.mark.parametrize("damage", ["empty grid", "truncated bootstrap", "not a zip"])
@@ -164,23 +164,23 @@ def test_damaged_files_are_one_line(tmp_path, damage):
                                                      "datasets": np.array(["stsb-test:10"])})
         data = (run / "bootstrap.npz").read_bytes()
         (run / "bootstrap.npz").write_bytes(data[:len(data) // 2] if damage == "truncated bootstrap" else b"x" * 50)
-    with pytest.raises(report.ReportError, match="not a grid CSV|not a readable bootstrap file"):
+    with pytest.raises(loaders.ReportError, match="not a grid CSV|not a readable bootstrap file"):
         report.make_report(tmp_path / "res", tmp_path / "out", published=None, formats=["png"])
 
 
 def test_missing_inputs_give_clear_messages(tmp_path, capsys):
     args = argparse.Namespace(results=str(tmp_path / "nope"), out=str(tmp_path / "o"),
                                      published="", speed=None, baseline=None, formats="png")
-    with pytest.raises(report.ReportError, match=f"results folder {tmp_path / 'nope'} does not exist"):
+    with pytest.raises(loaders.ReportError, match=f"results folder {tmp_path / 'nope'} does not exist"):
         report.run(args)
     assert cli.main(["report", "--results", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert f"results folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     (tmp_path / "res" / "flat").mkdir(parents=True)
     (tmp_path / "res" / "flat" / "grid.csv").write_text("x\n")
-    with pytest.raises(report.ReportError, match=r"found .*flat.*seed<k>/grid\.csv"):
-        report.load_grids(tmp_path / "res")
-    with pytest.raises(report.ReportError, match="speed CSV .* does not exist"):
-        report.load_speed(tmp_path / "speed.csv")
+    with pytest.raises(loaders.ReportError, match=r"found .*flat.*seed<k>/grid\.csv"):
+        loaders.load_grids(tmp_path / "res")
+    with pytest.raises(loaders.ReportError, match="speed CSV .* does not exist"):
+        loaders.load_speed(tmp_path / "speed.csv")
 
 
 def test_pareto_front_keeps_only_undominated_cells():
@@ -235,7 +235,7 @@ def test_each_backbone_as_released_is_checked_against_mtebs_published_scores(tmp
     # within 0.1 reads "reproduced"; another cell, another model or a task MTEB has no score for is not compared
     results = tmp_path / "res"
     write_grid(results / "mini" / "baseline" / "seed1" / "grid.csv", "baseline", 1)  # a grid to report on
-    pub = report.load_published(PUBLISHED)
+    pub = loaders.load_published(PUBLISHED)
     theirs = pub[(pub.source_id == "mteb_results_repo") & (pub.backbone == "all-MiniLM-L6-v2")]
     published = dict(zip(theirs.dataset_label, theirs.value))
     mteb = results / "mini" / "untrained" / "seed0" / "mteb"
@@ -319,7 +319,7 @@ def test_a_bert_base_shaped_backbone_is_drawn_cell_for_cell_beside_the_published
     cells = pd.DataFrame([dict(method=m, layer=n, dim=d, score=50 + n + np.log2(d), lo=49 + n + np.log2(d),
                                hi=51 + n + np.log2(d)) for m in ("baseline", "2dmse") for n in range(1, layers + 1)
                           for d in dims])
-    pub = published_figure.published_for(report.load_published(PUBLISHED), "avg")
+    pub = published_figure.published_for(loaders.load_published(PUBLISHED), "avg")
     colors = figures.palette(["baseline", "2dmse", "starbucks"])
     fig = published_figure.fig_published(cells, pub, ["baseline", "2dmse"], colors, "mpnet", "STS average")
     depth, width, diagonal = fig.axes[:3]
@@ -365,7 +365,7 @@ def test_sweep_table_shows_each_target_its_scores_and_the_per_depth_picks(tmp_pa
         "target": "each-depth", "settled": True, "candidates": cands, "picked": cands[0],
         "picked_per_depth": {"1": {**cands[1], "score": 72.5, "margin": 1.5},  # settled: means over all seeds
                              "2": {**cands[0], "score": 75.5, "margin": 0.5}}}))
-    sweeps = report.load_sweeps(tmp_path / "results")
+    sweeps = loaders.load_sweeps(tmp_path / "results")
     report.sweep_outputs(sweeps, "b", tmp_path, ["png"])
     text = (tmp_path / "sweep_b.md").read_text()
     assert "| method | target | picked | pick score | margin | settled | lr=1 | lr=2 |" in text

@@ -603,7 +603,7 @@ def test_each_depth_on_a_single_model_method_stops_with_one_message(tmp_path):
 
 @pytest.mark.e2e
 def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
-    from twodmse import data, report
+    from twodmse import data, loaders
     if not all(data.available("stsb", split=s) for s in ("train", "dev", "test")):
         needs.missing("STS-B train, dev and test are not readable here (no data mirror and no embedded copy)")
     wd = tmp_path / "wd"
@@ -651,7 +651,7 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
     for d, want in _stsb_scores(wd / "runs/tiny/baseline/seed1/model", 3, 64, data.load_eval("stsb")).items():
         assert grid.spearman[3, d] == pytest.approx(want, abs=1e-3)
     # the report sees the picked runs only, and draws the sweep
-    found = sorted(str(p.relative_to(wd / "results")) for p in (wd / "results").glob(report.GRID_GLOB))
+    found = sorted(str(p.relative_to(wd / "results")) for p in (wd / "results").glob(loaders.GRID_GLOB))
     assert found == ["tiny/baseline/seed1/grid.csv", "tiny/baseline/seed2/grid.csv"]
     assert (wd / "figures/sweep_tiny.png").is_file()
     table = (wd / "figures/sweep_tiny.md").read_text()

@@ -138,7 +138,7 @@ def check(claim, per_seed, boots, pair_seeds=False, cells=None):
 def best_elastic(dev):
     """(method, its worst cell's gap, that cell): of every method but separate, the one whose worst cell on STS-B dev
     is closest to separate's (the claim on dev data, never on test); dev: rows of method, layer, dim, spearman of
-    each method's picked sweep candidate (report.load_dev_picks). None without separate or another method."""
+    each method's picked sweep candidate (loaders.load_dev_picks). None without separate or another method."""
     b = ELASTIC_CLAIM["b"]
     if dev is None or b not in set(dev.method):
         return None

@@ -1,40 +1,22 @@
 """`twodmse report`: figures and tables from cached grid results; never loads a model.
 
-Input layout (GRID_GLOB), one file per trained run:
+It reads results/ through twodmse/loaders.py (the layout: <results>/<backbone>/<method>/seed<k>/grid.csv, one per
+run, and what lies beside them). Seeds are averaged cell by cell. What each optional input adds:
 
-    <results>/<backbone>/<method>/seed<k>/grid.csv
+- speed CSVs: the speed-quality Pareto figure (pareto_*);
+- published numbers (twodmse/published/*.csv, shipped with the package, written by twodmse/published/build.py;
+  configs/published in the repository links there): published_*, mteb_published.md;
+- sweep selections: sweep_<backbone> (PNG+PDF and .md), each candidate's STS-B dev score and the pick;
+- bootstrap replicates: the 'avg' view's uncertainty: whiskers on the curves, hatched gain cells that are not
+  significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict, and every
+  method against separate cell by cell), depth_* (separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best
+  elastic method per depth at full width, with each one's training cost when benchmarks/train_step.py --csv wrote
+  it) and ablations.md (each variant folder <m>-<change> against method <m>, tested the same way).
 
-with columns model, dataset, split, layer, dim, spearman, pearson, n_pairs, as `twodmse eval`
-writes them (`layer` = number of transformer layers used, `dim` = leading dims kept, scores x100;
-model, pearson and n_pairs may be missing). The file has no method column: the backbone, method
-and seed come from the folder names, so a variant such as
-2dmse-v2 is simply another method folder. Seeds are averaged cell by cell.
-
-Optional speed CSV (columns model, layers, dim, device, batch_size, latency_ms_median,
-throughput_median, speedup; by default every <results>/**/speed.csv, where
-<results>/<backbone>/speed/speed.csv names its backbone) gives the speed-quality Pareto
-figure. Published numbers come from twodmse/published/*.csv, shipped with the package (written by
-twodmse/published/build.py; configs/published in the repository links there).
-
-Optional sweep selections (SWEEP_GLOB, <results>/<backbone>/<method>/sweep/selection.json, written by the
-workflow's rule select) give sweep_<backbone> (PNG+PDF and .md): each candidate's STS-B dev grid mean and the
-pick. The candidates' own dev grids live deeper (<method>/sweep/<values>/seed<k>/grid.csv) and are not read
-as runs: only the picked run is in the grid layout above.
-
-Optional bootstrap replicates (BOOT_GLOB, <results>/<backbone>/<method>/seed<k>/bootstrap.npz, written by
-`twodmse eval`) give the 'avg' view its uncertainty: whiskers on the curves, hatched gain cells that are not
-significant, claims.md (twodmse/claims.py: each published claim with its cells, numbers and verdict, and every
-method against separate cell by cell), depth_* (separate, baseline, 2dmse, st-matryoshka2d, starbucks and the best
-elastic method per depth at full width, with each one's training cost from <results>/<backbone>/speed/train_step.csv
-when benchmarks/train_step.py --csv wrote it) and ablations.md (each variant folder <m>-<change> against method <m>,
-tested the same way).
-
-Only cached files are read (CSV, JSON, bootstrap.npz; no torch), and every output is written atomically:
-heatmap_*, curves_*, gain_*, gap_separate_*, gap_cells_*, depth_*, pareto_*, published_*, sweep_* (PNG+PDF),
-summary_{avg,stsb}.{md,tex}, backbones.md, mteb_published.md, precision.md, claims.md, ablations.md and index.md
-(what was written and what was skipped, and why).
+Every output is written atomically: heatmap_*, curves_*, gain_*, gap_separate_*, gap_cells_*, depth_*, pareto_*,
+published_*, sweep_* (PNG+PDF), summary_{avg,stsb}.{md,tex}, backbones.md, mteb_published.md, precision.md,
+claims.md, ablations.md and index.md (what was written and what was skipped, and why).
 """
-import json
 import re
 import sys
 from pathlib import Path
@@ -43,28 +25,22 @@ import numpy as np
 import pandas as pd
 
 from twodmse import claims, stats, tables
+from twodmse.loaders import (GRID_GLOB, TRAIN_COST, ReportError, find_speed, load_bootstraps, load_dev_picks,
+                             load_grids, load_published, load_speed, load_sweeps, load_train_cost, load_untrained_mteb)
 from twodmse.cells import CELL_SETS
 from twodmse.figures import (fig_curves, fig_depth, fig_gain, fig_gap_cells, fig_heatmaps, fig_pareto, fig_sweep,
                              ordered, palette, save)
 from twodmse.published_figure import PUBLISHED_METHODS, fig_published, published_for
 from twodmse.tables import markdown, summary_table, write_tables
 from twodmse.data import EVAL_DATASETS, SPLITS
-from twodmse.util import UserError, output_lock, write_text
+from twodmse.util import output_lock, write_text
 
-GRID_GLOB = "*/*/seed*/grid.csv"
-BOOT_GLOB = "*/*/seed*/bootstrap.npz"  # written by `twodmse eval` beside grid.csv
-SWEEP_GLOB = "*/*/sweep/selection.json"
-GRID_COLUMNS = ["dataset", "split", "layer", "dim", "spearman"]  # required; model/pearson/n_pairs optional
-SPEED_COLUMNS = ["model", "layers", "dim", "device", "batch_size", "speedup"]
 STS_TEST = list(EVAL_DATASETS)  # the 7 sets papers average: twodmse.data's list (numpy only, no torch)
 DEFAULT_PUBLISHED = Path(__file__).resolve().parent / "published"  # package data, found when installed too
 BASELINES = ["baseline", "bert", "full"]  # the default --baseline: first of these present
 SEPARATE = "separate"  # one model per depth: every method's gap to it is drawn too
-UNTRAINED = "untrained"  # the backbone as released: its MTEB scores are checked against MTEB's published ones
 # depth_*: these, and the best elastic method (claims.best_elastic), per depth with their training cost
 DEPTH_METHODS = [SEPARATE, "baseline", "2dmse", "st-matryoshka2d", "starbucks"]
-TRAIN_COST = "speed/train_step.csv"  # under <results>/<backbone>/, written by benchmarks/train_step.py --csv
-TRAIN_COST_COLUMNS = ["method", "ms_median", "ms_q1", "ms_q3", "relative_to_baseline"]
 
 
 CLAIMS_HEADER = """# Claims, checked
@@ -88,92 +64,6 @@ variant run at one seed is compared with <m>'s run at that seed, and the seed sp
 each side (one run's own seed spread cannot be measured).
 
 """
-
-
-class ReportError(UserError):
-    """Bad or missing input; the message names the file and the fix."""
-
-
-# ---------------------------------------------------------------- loading
-
-def load_grids(results):
-    """Every grid.csv under results as one frame with backbone, method, seed columns added."""
-    results = Path(results)
-    if not results.is_dir():
-        raise ReportError(f"results folder {results} does not exist; run `twodmse eval` "
-                          f"first or pass --results DIR")
-    files = sorted(results.glob(GRID_GLOB))
-    if not files:
-        stray = sorted(results.rglob("grid.csv"))[:3]
-        hint = f" (found {', '.join(map(str, stray))} in another layout)" if stray else ""
-        raise ReportError(f"no grid CSVs match {results}/{GRID_GLOB}{hint}; expected "
-                          f"<results>/<backbone>/<method>/seed<k>/grid.csv")
-    return pd.concat([read_grid(f) for f in files], ignore_index=True)
-
-
-def read_grid(path):
-    path = Path(path)
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ReportError(f"{path}: not a grid CSV ({str(e).splitlines()[0]}); regenerate it with twodmse eval") \
-            from None
-    missing = [c for c in GRID_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReportError(f"{path}: missing column(s) {missing}; a grid CSV needs "
-                          f"{GRID_COLUMNS} (as written by `twodmse eval`)")
-    for col in ["layer", "dim", "spearman"] + [c for c in ("pearson", "n_pairs") if c in df]:
-        values = pd.to_numeric(df[col], errors="coerce")
-        bad = values.isna() & (df[col].notna() | (col in ("layer", "dim", "spearman")))
-        if bad.any():
-            line = int(np.flatnonzero(bad)[0]) + 2  # +1 header, +1 one-based
-            raise ReportError(f"{path}:{line}: column {col!r} is {df[col].iloc[line - 2]!r}, "
-                              f"not a number; fix or regenerate the file")
-        df[col] = values
-    # a Spearman x100 lies in [-100, 100] (a grid in [-1, 1] is not ours: twodmse eval writes x100); cells count from 1
-    for col, ok, want in (("spearman", df.spearman.abs() <= 100, "in [-100, 100] (Spearman x100)"),
-                          ("layer", df.layer >= 1, "a layer number >= 1"), ("dim", df.dim >= 1, "a width >= 1")):
-        if not ok.all():
-            line = int(np.flatnonzero(~ok)[0]) + 2
-            raise ReportError(f"{path}:{line}: column {col!r} is {df[col].iloc[line - 2].item()!r}, not {want}; fix or "
-                              f"regenerate the file")
-    if len(df) and (df.spearman.abs() <= 1).all():
-        raise ReportError(f"{path}: every Spearman lies in [-1, 1]: these are correlations, not the Spearman x100 "
-                          f"that twodmse eval writes; regenerate the file with twodmse eval")
-    df["layer"], df["dim"] = df["layer"].astype(int), df["dim"].astype(int)
-    dup = df.duplicated(["dataset", "split", "layer", "dim"])
-    if dup.any():
-        line = int(np.flatnonzero(dup)[0]) + 2
-        raise ReportError(f"{path}:{line}: cell (dataset, split, layer, dim) appears twice; "
-                          f"one row per cell")
-    seed_dir, method_dir, backbone_dir = path.parts[-2], path.parts[-3], path.parts[-4]
-    df["backbone"], df["method"] = backbone_dir, method_dir  # folder wins: it names variants
-    df["seed"] = seed_number(seed_dir)
-    return df
-
-
-def seed_number(folder):
-    """seed42 -> 42: a run's seed, from its folder name."""
-    return int(re.sub(r"\D", "", folder) or 0)
-
-
-def load_bootstraps(results):
-    """{(backbone, method, seed): bootstrap replicates} of every run whose evaluation wrote bootstrap.npz."""
-    return {(p.parts[-4], p.parts[-3], seed_number(p.parts[-2])): read_bootstrap(p)
-            for p in sorted(Path(results).glob(BOOT_GLOB))}
-
-
-def read_bootstrap(path):
-    """A run's bootstrap replicates, or one ReportError naming a damaged file."""
-    import zipfile
-    try:
-        boot = stats.load_bootstrap(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ReportError(f"{path}: not a readable bootstrap file ({type(e).__name__}: {e}); rerun that run's "
-                          f"evaluation (twodmse eval) to rewrite it") from None
-    if missing := [k for k in ("spearman", "layers", "dims", "datasets") if k not in boot]:
-        raise ReportError(f"{path}: no {', '.join(missing)} in it; rerun that run's evaluation (twodmse eval)")
-    return boot
 
 
 def view_bootstraps(boots, backbone, datasets):
@@ -200,52 +90,6 @@ def with_intervals(cells, per_seed, boots, baseline):
             ns = stats.verdict(d["lo"], d["hi"]) == "inconclusive"
         rows.append({"lo": est["lo"], "hi": est["hi"], "not_significant": ns})
     return pd.concat([cells.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
-
-
-def load_sweeps(results):
-    """Every selection.json under results as rows of backbone, method, target, candidate, score (the dev score on the
-    method's selection target), dev_grid_mean, picked; a method whose depths were picked one by one (separate,
-    target each-depth) has a row per depth and candidate, method "<m> @k" scored on (k, H). None when there is none."""
-    rows = []
-    for path in sorted(Path(results).glob(SWEEP_GLOB)):
-        try:
-            sel = json.loads(path.read_text())
-            # selections made before targets and settling: grid mean at the sweep seeds
-            where = {"backbone": path.parts[-4], "target": sel.get("target", "all"),
-                     "settled": bool(sel.get("settled"))}
-            method = path.parts[-3]
-            for depth, pick in sel.get("picked_per_depth", {}).items():
-                rows += [{**where, "method": f"{method} @{depth}", "candidate": c["candidate"],
-                          "score": float(c["score"][depth]), "dev_grid_mean": float(c["dev_grid_mean"]),
-                          "picked": c["candidate"] == pick["candidate"], "pick_score": pick.get("score"),
-                          "margin": pick.get("margin")} for c in sel["candidates"]]
-            if "picked_per_depth" not in sel:
-                rows += [{**where, "method": method, "candidate": c["candidate"],
-                          "score": float(c.get("score", c["dev_grid_mean"])),
-                          "dev_grid_mean": float(c["dev_grid_mean"]),
-                          "picked": c["candidate"] == sel["picked"]["candidate"],
-                          "pick_score": sel["picked"].get("score"), "margin": sel["picked"].get("margin")}
-                         for c in sel["candidates"]]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ReportError(f"{path}: not a sweep selection ({e!r}); rerun the workflow's rule select") from None
-    return pd.DataFrame(rows) if rows else None
-
-
-def load_dev_picks(results, backbone, sweeps):
-    """Rows of method, layer, dim, spearman: each swept method's picked candidate on STS-B dev (its dev grids,
-    <results>/<backbone>/<method>/sweep/<candidate>/seed<k>/grid.csv, averaged over seeds; for a method picked depth
-    by depth, layer k's rows from depth k's pick); None without sweeps."""
-    if sweeps is None:
-        return None
-    rows = []
-    for r in sweeps[(sweeps.backbone == backbone) & sweeps.picked].itertuples():
-        method, _, depth = r.method.partition(" @")
-        files = sorted((Path(results) / backbone / method / "sweep" / r.candidate).glob("seed*/grid.csv"))
-        if files:
-            g = pd.concat([read_grid(f) for f in files])
-            g = g[(g.dataset == "stsb") & (g.split == "dev") & ((g.layer == int(depth)) if depth else True)]
-            rows.append(g.groupby(["layer", "dim"]).spearman.mean().reset_index().assign(method=method))
-    return pd.concat(rows, ignore_index=True) if rows else None
 
 
 def sweep_outputs(sweeps, backbone, out, formats):
@@ -293,28 +137,6 @@ def pick_value(rows, column, fallback):
     if fallback == "score":
         return float(rows[rows.picked].score.iloc[0])
     return scores[0] - scores[1] if len(scores) > 1 else float("nan")
-
-
-def load_speed(path):
-    path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"speed CSV {path} does not exist; run `twodmse speed` or drop --speed")
-    df = pd.read_csv(path)
-    missing = [c for c in SPEED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReportError(f"{path}: missing column(s) {missing}; a speed CSV needs {SPEED_COLUMNS}")
-    return df
-
-
-def load_published(folder):
-    files = sorted(Path(folder).glob("*.csv"))
-    if not files:
-        return None
-    df = pd.concat([pd.read_csv(f, dtype=str, keep_default_na=False) for f in files],
-                   ignore_index=True)
-    for col in ("layer", "dim", "value", "num_layers", "hidden_size"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
 
 
 # ---------------------------------------------------------------- views of the grid
@@ -498,18 +320,6 @@ def backbone_outputs(grid, backbone, out, formats, baseline, pub, speed, boots, 
     return written, summaries, claim_rows, ablation_rows, separate_rows, backbone_rows
 
 
-def load_train_cost(results, backbone):
-    """<results>/<backbone>/speed/train_step.csv (benchmarks/train_step.py --csv), or None when there is none."""
-    path = Path(results) / backbone / TRAIN_COST
-    if not path.is_file():
-        return None
-    df = pd.read_csv(path)
-    missing = [c for c in TRAIN_COST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReportError(f"{path}: missing column(s) {missing}; rerun benchmarks/train_step.py --csv {path}")
-    return df
-
-
 def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=None,
                 formats=("png", "pdf")):
     """Write every figure and table; returns (written paths, notes about skipped parts)."""
@@ -569,30 +379,6 @@ def make_report(results, out, published=DEFAULT_PUBLISHED, speed=None, baseline=
         written.append(write_text(Path(out) / "ablations.md", ABLATIONS_HEADER + "\n".join(ablations)))
     written.append(write_index(out, written, notes, results))
     return written, notes
-
-
-def load_untrained_mteb(results):
-    """{backbone: (its model id, its mteb_scores.csv)} of every backbone whose untrained run MTEB scored."""
-    found = {}
-    for path in sorted(Path(results).glob(f"*/{UNTRAINED}/seed0/mteb/mteb_scores.csv")):
-        run = json.loads((path.parent / "mteb_run.json").read_text())
-        found[path.parents[3].name] = (run["config"]["model"], pd.read_csv(path))
-    return found
-
-
-def find_speed(results):
-    """Every speed.csv under results; results/<backbone>/speed/speed.csv names its backbone."""
-    results = Path(results)
-    files = sorted(results.rglob("speed.csv"))
-    if not files:
-        return None
-    parts = [load_speed(f).assign(backbone=folder_backbone(f, results)) for f in files]
-    return pd.concat(parts, ignore_index=True)
-
-
-def folder_backbone(path, results):
-    rel = path.relative_to(results).parts
-    return rel[0] if len(rel) >= 3 else None
 
 
 def write_index(out, written, notes, results):
