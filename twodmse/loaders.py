@@ -170,11 +170,7 @@ def load_speed(path):
     path = Path(path)
     if not path.is_file():
         raise ReportError(f"speed CSV {path} does not exist; run `twodmse speed` or drop --speed")
-    df = pd.read_csv(path)
-    missing = [c for c in SPEED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReportError(f"{path}: missing column(s) {missing}; a speed CSV needs {SPEED_COLUMNS}")
-    return df
+    return read_columns(path, SPEED_COLUMNS, f"a speed CSV needs {SPEED_COLUMNS}")
 
 
 def load_published(folder):
@@ -193,10 +189,14 @@ def load_train_cost(results, backbone):
     path = Path(results) / backbone / TRAIN_COST
     if not path.is_file():
         return None
+    return read_columns(path, TRAIN_COST_COLUMNS, f"rerun benchmarks/train_step.py --csv {path}")
+
+
+def read_columns(path, columns, fix):
+    """A CSV that must hold `columns`; without one, a ReportError naming the file, what is missing and `fix`."""
     df = pd.read_csv(path)
-    missing = [c for c in TRAIN_COST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ReportError(f"{path}: missing column(s) {missing}; rerun benchmarks/train_step.py --csv {path}")
+    if missing := [c for c in columns if c not in df.columns]:
+        raise ReportError(f"{path}: missing column(s) {missing}; {fix}")
     return df
 
 
