@@ -14,7 +14,6 @@ all-zero embeddings is never cached.
 import functools
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,10 +27,6 @@ from . import backbone, cells, stats, util
 
 GRID_COLUMNS = ["model", "dataset", "split", "layer", "dim", "spearman", "pearson", "n_pairs", "spearman_lo",
                 "spearman_hi"]
-
-
-def default_cache_dir():
-    return Path(os.environ.get("TWODMSE_CACHE", Path.home() / ".cache" / "twodmse"))
 
 
 @torch.inference_mode()
@@ -109,7 +104,7 @@ def cached_embeddings(get_encoder, checkpoint_hash, pooling, max_length, dataset
 
     get_encoder() is only called on a cache miss, so a cached run never loads the model."""
     key = f"{dataset}-{pooling}-len{max_length}-{_sentences_key(sentences)}.npy"
-    path = Path(cache_dir or default_cache_dir()) / checkpoint_hash / key
+    path = Path(cache_dir or util.default_cache_dir()) / checkpoint_hash / key
     emb = _cached(path, len(sentences))
     if emb is not None:
         return emb
@@ -189,7 +184,7 @@ def evaluate(model, datasets, dims=None, pooling=None, split=None, batch_size=64
                             "--dims")
     device = util.check_device(device)
     max_length = backbone.usable_max_length(config, max_length, path)  # the cache key holds what is used
-    cache_dir = util.check_writable(cache_dir or default_cache_dir(), "--cache")
+    cache_dir = util.check_writable(cache_dir or util.default_cache_dir(), "--cache")
     checkpoint_hash = util.content_hash(path)
     pooling = pooling or backbone.default_pooling(path)
     get_encoder = functools.cache(lambda: backbone.load(path, pooling, max_length, device))

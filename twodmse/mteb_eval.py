@@ -44,7 +44,7 @@ class AllLayers:
         self.checkpoint_hash = util.content_hash(self.path)
         self.pooling = pooling or backbone.default_pooling(self.path)
         self.max_length = backbone.usable_max_length(self.config, max_length, self.path)  # the cache key's length
-        self.cache_dir = util.check_writable(cache_dir or evaluate.default_cache_dir(), "--cache")
+        self.cache_dir = util.check_writable(cache_dir or util.default_cache_dir(), "--cache")
         self.batch_size = batch_size
         self.progress, self.memo, self.encodes = progress, {}, 0
         self.shared = {}  # cache label -> (twodmse eval's label, its sentences): see share()

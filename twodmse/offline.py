@@ -18,7 +18,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from .util import UserError, atomic_write
+from .util import UserError, atomic_write, default_cache_dir
 
 # Hub id -> (module, pip name) of a package that holds the model folder.
 FOLDER_PACKAGES = {
@@ -45,7 +45,6 @@ def pip_command(model_id):
 
 
 def cache_dir():
-    from .evaluate import default_cache_dir  # the one cache root of every command ($TWODMSE_CACHE)
     return default_cache_dir() / "models"
 
 

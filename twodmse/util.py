@@ -101,6 +101,11 @@ def check_device(device, flag="--device"):
 
 # ------------------------------------------------------------------ output folders
 
+def default_cache_dir():
+    """The one cache root of every command (embeddings, assembled offline models): $TWODMSE_CACHE."""
+    return Path(os.environ.get("TWODMSE_CACHE", Path.home() / ".cache" / "twodmse"))
+
+
 def check_writable(folder, flag):
     """Up front: the folder exists or can be made, and a file can be written in it; else a UserError naming flag."""
     try:
