@@ -180,7 +180,8 @@ def check_elastic(per_seed, boots, dev):
                 "compared": f"best elastic - {ELASTIC_CLAIM['b']}", "margin": ELASTIC_CLAIM["margin"],
                 "verdict": "not run", "test": f"no sweep selections (selection.json) of {ELASTIC_CLAIM['b']} and "
                                              "another method to pick the best elastic method on dev data; run "
-                                             "configs/study.yaml"}
+                                             "a study config that sweeps both (configs/study.yaml, "
+                                             "configs/study-mpnet.yaml)"}
     method, gap, (n, d) = best
     claim = {**ELASTIC_CLAIM, "a": method, "claim": f"{ELASTIC_CLAIM['claim']}: {method}, picked on STS-B dev as "
                                                     f"the closest to separate in its worst cell ({gap:+.2f} at "
