@@ -313,6 +313,11 @@ def test_tiny_backbone_loads_and_encodes_every_layer(tmp_path):
 # ---------------------------------------------------------------- end to end
 
 
+# _stsb_scores encodes every sentence in one batch, `twodmse eval` in batches of its own: other padded shapes, other
+# float32 rounding, which moves a tiny model's near-tied cosines (by 0.0011 with AVX2 kernels): ten times that.
+SAME_SCORE = 0.01
+
+
 def _stsb_scores(folder, layers, max_length, pairs):
     """{(n, d): Spearman x100} of the model in folder really cut to n layers, first d dims, scored with scipy."""
     import torch
@@ -343,7 +348,7 @@ def test_ci_config_runs_end_to_end_then_figures_come_from_results_alone(tmp_path
         model = wd / (cfg["backbones"]["tiny"] if method == "untrained" else f"runs/tiny/{method}/seed{seed}/model")
         for n in (1, 2, 3):  # each cell: the model cut to n layers, scored independently
             for d, want in _stsb_scores(model, n, cfg["eval"]["max_length"], stsb).items():
-                assert grid.spearman[n, d] == pytest.approx(want, abs=1e-3), (method, n, d)
+                assert grid.spearman[n, d] == pytest.approx(want, abs=SAME_SCORE), (method, n, d)
         if method != "untrained":
             loss = pd.read_csv(wd / f"results/tiny/{method}/seed{seed}/loss.csv")
             assert loss.step.tolist() == [1, 2, 3, 4] and loss.loss.notna().all()  # max_steps: 4
@@ -649,7 +654,7 @@ def test_ci_sweep_runs_end_to_end_and_only_the_picked_run_is_tested(tmp_path):
     # the picked baseline's test grid is its model's, cell by cell
     grid = pd.read_csv(results / "baseline/seed1/grid.csv").set_index(["layer", "dim"])
     for d, want in _stsb_scores(wd / "runs/tiny/baseline/seed1/model", 3, 64, data.load_eval("stsb")).items():
-        assert grid.spearman[3, d] == pytest.approx(want, abs=1e-3)
+        assert grid.spearman[3, d] == pytest.approx(want, abs=SAME_SCORE)
     # the report sees the picked runs only, and draws the sweep
     found = sorted(str(p.relative_to(wd / "results")) for p in (wd / "results").glob(loaders.GRID_GLOB))
     assert found == ["tiny/baseline/seed1/grid.csv", "tiny/baseline/seed2/grid.csv"]
