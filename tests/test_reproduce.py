@@ -203,14 +203,15 @@ def test_first_steps_reproduce_the_committed_run_bit_for_bit(method, reruns):
     # Bit for bit on the CPU model that made the run; on another (an Intel Xeon for a run made on an AMD EPYC: the
     # same SIMD level, other float32 kernels) the last bits differ, so there every number must agree to 1e-5.
     same_cpu = info["hardware"].get("cpu") == util.hardware()["cpu"]
-    same_simd = torch.backends.cpu.get_cpu_capability() == COMMITTED_CPU_CAPABILITY
+    kernels = torch.backends.cpu.get_cpu_capability()
+    same_simd = kernels == COMMITTED_CPU_CAPABILITY
     differ = [f"step {want[0]} {col}: {g} != committed {w}"
               for got, want in zip(rows, want_rows)
               for col, g, w in zip(header, got, want)
               if col not in NOT_COMPARED and not agree(g, w, same_cpu and same_simd)]
     how = "bit for bit" if same_cpu and same_simd else (
         f"to 1e-5 (made on {info['hardware'].get('cpu')} with {COMMITTED_CPU_CAPABILITY} kernels, rerun on "
-        f"{util.hardware()['cpu']} with {torch.backends.cpu.get_cpu_capability()})")
+        f"{util.hardware()['cpu']} with {kernels})")
     assert not differ, (f"{method} no longer reproduces {path.relative_to(REPO)} {how} "
                         f"(threads {info['hardware']['torch_threads']}):\n  " + "\n  ".join(differ))
 
