@@ -456,6 +456,34 @@ def test_mpnet_study_trains_fewer_seeds_where_it_says_and_separate_at_the_publis
     assert cfg["method_settings"]["separate"]["method_options"]["depths"] == [2, 4, 6, 8, 10, 12]
 
 
+def test_a_study_resumed_without_its_runs_trains_the_picks_only_with_sweep_picks_retrain(tmp_path):
+    """A new machine has results/ (committed) and no runs/. For the MPNet baseline's results without its test seeds,
+    link would train all seven candidates and settle runs again to link the three picks (and score them on dev
+    again); retrain trains the three picks afresh and scores them on test, nothing else."""
+    wd = tmp_path / "wd"
+    shutil.copytree(REPO / "results/mpnet/baseline", wd / "results/mpnet/baseline")
+    shutil.copy(REPO / "results/data_manifest.json", wd / "results")
+    for seed in (42, 43, 44):
+        shutil.rmtree(wd / f"results/mpnet/baseline/seed{seed}")
+    (wd / "runs").mkdir()
+    (wd / "runs/train_configs.checked").touch()  # else checking the configs again would make every run look new
+    now = os.stat(wd).st_mtime  # one time for every staged file: a copy's order must not make a file look newer
+    for path in (wd / "results").rglob("*"):
+        os.utime(path, (now, now))
+    args = ["-n", "--configfile", "configs/study-mpnet.yaml", "-d", wd, "--omit-from", "speed", "--config",
+            "methods=[baseline]"]
+    plans = {mode: snakemake(*args, f"sweep_picks={mode}") for mode in ("link", "retrain")}
+    assert all(plan.returncode == 0 for plan in plans.values()), plans["retrain"].stderr[-2000:]
+    link, retrain = (job_counts(plans[mode].stdout) for mode in ("link", "retrain"))
+    assert link["train"] == 3 + 4 and link["evaluate"] == 3 + 3 + 4  # test seeds; candidates and settle runs on dev
+    assert retrain["train"] == retrain["evaluate"] == 3
+    assert {"sweep_pick", "select", "shortlist"}.isdisjoint(retrain)
+    for seed in (42, 43, 44):
+        config = f"output: runs/mpnet/baseline/seed{seed}/train_config.yaml"
+        job = next(j for j in plans["retrain"].stdout.split("\n\n") if config in j)
+        assert "input: results/mpnet/baseline/sweep/selection.json" in job  # configured with the pick
+
+
 def test_seeds_and_methods_from_the_command_line_plan_like_a_config_file(tmp_path):
     # the command in configs/default.yaml's comment for the bf16 check (--config passes each seed as text)
     result = snakemake("-n", "--configfile", "configs/default.yaml", "--config", "methods=[baseline-bf16,2dmse-bf16]",

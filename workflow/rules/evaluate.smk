@@ -156,7 +156,7 @@ rule sweep_pick:
         "runs/{backbone}/{method}/seed{seed}/train_info.json",
     wildcard_constraints:
         method=one_of(TRAINED if CANDIDATES else []),
-        seed=one_of([str(s) for s in SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])]),  # settle seeds of some method
+        seed=one_of([str(s) for s in LINKED_SEEDS]),
     params:
         runs=lambda w: f"runs/{w.backbone}",
         seed=lambda w: w.seed,
