@@ -254,7 +254,7 @@ def settle_runs(method):
 SETTLE_RUNS = [run for m in TRAINED for run in settle_runs(m)]
 # sweep_picks: retrain: the methods' runs at every seed are trained afresh with their picks, none is linked.
 RETRAIN_PICKS = bool(CANDIDATES) and config["sweep_picks"] == "retrain"
-# The seeds where rule sweep_pick links a method's run to its pick's: the sweep's, and the settle runs'.
+# The seeds where sweep_pick links a method's run to its pick's (the sweep's and the settle runs' seeds).
 LINKED_SEEDS = [] if RETRAIN_PICKS else SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])
 TRAIN_RUNS = list(CANDIDATES) + SETTLE_RUNS + (TRAINED if RETRAIN_PICKS or (PICKED_SEEDS and not SETTLE_RUNS)
                                                 else []) if CANDIDATES else TRAINED
