@@ -252,12 +252,12 @@ def settle_runs(method):
 
 
 SETTLE_RUNS = [run for m in TRAINED for run in settle_runs(m)]
-# sweep_picks: retrain: the methods' runs at every seed are trained afresh with their picks, none is linked.
-RETRAIN_PICKS = bool(CANDIDATES) and config["sweep_picks"] == "retrain"
-# The seeds where sweep_pick links a method's run to its pick's (the sweep's and the settle runs' seeds).
-LINKED_SEEDS = [] if RETRAIN_PICKS else SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])
-TRAIN_RUNS = list(CANDIDATES) + SETTLE_RUNS + (TRAINED if RETRAIN_PICKS or (PICKED_SEEDS and not SETTLE_RUNS)
-                                                else []) if CANDIDATES else TRAINED
+# The seeds where sweep_pick links a method's run to its pick's (the sweep's and the settle runs' seeds); none with
+# sweep_picks: retrain, where every run of a method is trained afresh with its picks.
+LINKED_SEEDS = [] if config["sweep_picks"] == "retrain" else SWEEP_SEEDS + (PICKED_SEEDS if SETTLE else [])
+# With a sweep, `train` trains the candidates, the settle runs and the methods' runs at the seeds not linked.
+TRAIN_RUNS = list(CANDIDATES) + SETTLE_RUNS + (TRAINED if set(SEEDS) - set(LINKED_SEEDS) else []) \
+    if CANDIDATES else TRAINED
 SEPARATE = [m for m in TRAINED if base_method(m) == "separate"]
 SINGLE = [m for m in TRAINED if m not in SEPARATE]  # one model folder per run
 SEPARATE_CANDIDATES = [c for c in CANDIDATES if base_method(c) == "separate"]
