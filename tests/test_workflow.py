@@ -484,6 +484,36 @@ def test_a_study_resumed_without_its_runs_trains_the_picks_only_with_sweep_picks
         assert "input: results/mpnet/baseline/sweep/selection.json" in job  # configured with the pick
 
 
+def test_a_sweep_resumed_with_some_candidates_committed_trains_the_missing_ones_then_the_picks_only(tmp_path):
+    """workflow/README.md's recipe for a sweep that lost its machine midway, on MPNet separate's committed
+    candidates: the missing candidate's grid as the target trains that candidate alone; with every grid in place,
+    retrain selects from the committed grids and trains the pick, no candidate again."""
+    wd = tmp_path / "wd"
+    sweep = wd / "results/mpnet/separate/sweep"
+    shutil.copytree(REPO / "results/mpnet/separate/sweep", sweep, ignore=shutil.ignore_patterns("lr=1e-4"))
+    shutil.copy(REPO / "results/data_manifest.json", wd / "results")
+    (wd / "runs").mkdir()
+    (wd / "runs/train_configs.checked").touch()
+
+    def plan(*extra):
+        now = os.stat(wd).st_mtime
+        for path in (wd / "results").rglob("*"):
+            os.utime(path, (now, now))
+        result = snakemake("-n", "--configfile", "configs/study-mpnet.yaml", "-d", wd, "--omit-from", "speed",
+                           "--config", "methods=[separate]", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    missing = "results/mpnet/separate/sweep/lr=1e-4/seed42/grid.csv"
+    assert job_counts(plan())["train"] == 3  # a plain run: all three candidates (the pick is linked from them)
+    first = plan("--", missing)
+    assert job_counts(first)["train"] == 1 and "runs/mpnet/separate/sweep/lr=1e-4/seed42/train_info" in first
+    shutil.copytree(sweep / "lr=5e-5", sweep / "lr=1e-4")  # stands in for the grid the first step writes
+    then = plan("sweep_picks=retrain")
+    assert job_counts(then)["train"] == 1 and "select" in job_counts(then)
+    assert "runs/mpnet/separate/sweep/" not in then
+
+
 def test_seeds_and_methods_from_the_command_line_plan_like_a_config_file(tmp_path):
     # the command in configs/default.yaml's comment for the bf16 check (--config passes each seed as text)
     result = snakemake("-n", "--configfile", "configs/default.yaml", "--config", "methods=[baseline-bf16,2dmse-bf16]",
