@@ -456,6 +456,17 @@ def test_mpnet_study_trains_fewer_seeds_where_it_says_and_separate_at_the_publis
     assert cfg["method_settings"]["separate"]["method_options"]["depths"] == [2, 4, 6, 8, 10, 12]
 
 
+def stage_for_resume(wd):
+    """workflow/README.md's staging of committed results on a new machine: the run configs marked checked (else
+    checking them again would make every run look new), and one time for every staged file (a copy's order must not
+    make a file look newer)."""
+    (wd / "runs").mkdir(exist_ok=True)
+    (wd / "runs/train_configs.checked").touch()
+    now = os.stat(wd).st_mtime
+    for path in (wd / "results").rglob("*"):
+        os.utime(path, (now, now))
+
+
 def test_a_study_resumed_without_its_runs_trains_the_picks_only_with_sweep_picks_retrain(tmp_path):
     """A new machine has results/ (committed) and no runs/. For the MPNet baseline's results without its test seeds,
     link would train all seven candidates and settle runs again to link the three picks (and score them on dev
@@ -465,11 +476,7 @@ def test_a_study_resumed_without_its_runs_trains_the_picks_only_with_sweep_picks
     shutil.copy(REPO / "results/data_manifest.json", wd / "results")
     for seed in (42, 43, 44):
         shutil.rmtree(wd / f"results/mpnet/baseline/seed{seed}")
-    (wd / "runs").mkdir()
-    (wd / "runs/train_configs.checked").touch()  # else checking the configs again would make every run look new
-    now = os.stat(wd).st_mtime  # one time for every staged file: a copy's order must not make a file look newer
-    for path in (wd / "results").rglob("*"):
-        os.utime(path, (now, now))
+    stage_for_resume(wd)
     args = ["-n", "--configfile", "configs/study-mpnet.yaml", "-d", wd, "--omit-from", "speed", "--config",
             "methods=[baseline]"]
     plans = {mode: snakemake(*args, f"sweep_picks={mode}") for mode in ("link", "retrain")}
@@ -494,13 +501,9 @@ def test_a_sweep_resumed_with_some_candidates_committed_trains_the_missing_ones_
     skip = shutil.ignore_patterns("lr=1e-4", "selection.json")
     shutil.copytree(REPO / "results/mpnet/separate/sweep", sweep, ignore=skip)
     shutil.copy(REPO / "results/data_manifest.json", wd / "results")
-    (wd / "runs").mkdir()
-    (wd / "runs/train_configs.checked").touch()
 
     def plan(*extra):
-        now = os.stat(wd).st_mtime
-        for path in (wd / "results").rglob("*"):
-            os.utime(path, (now, now))
+        stage_for_resume(wd)
         result = snakemake("-n", "--configfile", "configs/study-mpnet.yaml", "-d", wd, "--omit-from", "speed",
                            "--config", "methods=[separate]", *extra)
         assert result.returncode == 0, result.stderr[-2000:]
