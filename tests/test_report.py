@@ -112,6 +112,29 @@ def test_summary_tables_hold_the_right_numbers(made, view, datasets):
     assert float(table_row(md, "2dmse").strip("|").split("|")[4]) == pytest.approx(2 ** 0.5, abs=0.006)
 
 
+def test_a_method_with_only_some_layers_is_summarised_and_compared_on_its_own_cells():
+    """separate trains only some depths (MPNet: 2, 4, ..., 12): its means must not pose as whole-grid means, and its
+    gain is against the baseline on its cells, not on the whole grid (layers 1 and 3 are not in it)."""
+    layers = {"baseline": [1, 2, 3, 4], "separate": [2, 4]}
+    rows = [dict(method=m, seed=1, layer=n, dim=d, spearman=10.0 * n + (5.0 if m == "separate" else 0.0))
+            for m in layers for n in layers[m] for d in DIMS]
+    per_seed = pd.DataFrame(rows)
+    cells = per_seed.groupby(["method", "layer", "dim"], as_index=False).agg(
+        score=("spearman", "mean"), seeds=("seed", "nunique"))
+    table = tables.summary_table(cells, per_seed, "baseline").set_index("method")
+    assert table.loc["separate", "grid mean"] == 35.0 and table.loc["baseline", "grid mean"] == 25.0
+    assert table.loc["separate", "gain vs baseline"] == 5.0  # 35 - 30 on its cells, not 35 - 25 over the whole grid
+    assert list(table["layers"]) == ["all", "2, 4"]
+    rng = np.random.default_rng(0)
+    boots = {(m, 1): {"layers": np.array(n), "dims": np.array(DIMS), "spearman": rng.normal(size=(50, len(n), 3))}
+             for m, n in layers.items()}
+    backbones = tables.backbone_table(tables.backbone_rows(per_seed, boots, "tiny"))
+    # every cell and the lower half (layers up to 2: only layer 2 of separate's) are marked, (L, H) is not
+    assert re.search(r"^\| separate \| [^|]* \* \| [^|*]* \| [^|]* \* \| 1 \|$", backbones, re.M), backbones
+    assert "* tiny, separate: cells at layers 2, 4 only" in backbones
+    assert "*" not in table_row(backbones, "baseline")
+
+
 def test_command_line_runs_the_report(made, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     report.add_cli(parser.add_subparsers())

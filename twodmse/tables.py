@@ -18,22 +18,32 @@ from .cells import CELL_SETS, cell_set
 from .figures import ordered
 from .util import write_text
 
-def summary_table(cells, per_seed, baseline):
-    """Per method: grid mean, worst cell, full-size cell, gain over baseline, seed spread.
+def layers_named(layers, all_layers):
+    """'all' when a method has cells at every layer of its backbone's grid, else the layers it has (separate trains
+    only some depths), so that a mean over its cells is not read as a mean over the whole grid."""
+    layers = sorted(set(layers))
+    return "all" if layers == sorted(set(all_layers)) else ", ".join(map(str, layers))
 
-    The baseline row has gain 0.00, which names it; NaN gains mean no baseline in this view."""
+
+def summary_table(cells, per_seed, baseline):
+    """Per method: grid mean, worst cell, full-size cell, gain over baseline, seed spread, the layers it has cells at.
+
+    Mean, worst cell and gain are over the method's own cells: a method with only some layers is compared with the
+    baseline on those. The baseline row has gain 0.00, which names it; NaN gains mean no baseline in this view."""
     rows = []
-    base_mean = cells[cells.method == baseline].score.mean()
+    base = cells[cells.method == baseline].set_index(["layer", "dim"]).score
     for method in ordered(cells.method):
         c = cells[cells.method == method]
         worst = c.loc[c.score.idxmin()]
         full = c[(c.layer == cells.layer.max()) & (c.dim == cells.dim.max())].score.mean()
         seed_means = per_seed[per_seed.method == method].groupby("seed").spearman.mean()
+        base_mean = base.reindex(pd.MultiIndex.from_frame(c[["layer", "dim"]])).mean() if len(base) else np.nan
         rows.append({"method": method, "seeds": int(c.seeds.max()),
                      "grid mean": c.score.mean(),
                      "seed std": seed_means.std() if len(seed_means) > 1 else np.nan,
                      "worst cell": worst.score, "worst at (L, d)": f"({worst.layer}, {worst.dim})",
-                     "full (L, H)": full, "gain vs baseline": c.score.mean() - base_mean})
+                     "full (L, H)": full, "gain vs baseline": c.score.mean() - base_mean,
+                     "layers": layers_named(c.layer, cells.layer)})
     return pd.DataFrame(rows)
 
 
@@ -63,7 +73,9 @@ def write_tables(tables, out):
         what = "STS-B test Spearman" if view == "stsb" else (
             "mean Spearman over STS test sets (" + "; ".join(p.attrs["datasets"] for p in parts) + ")")
         caption = (f"Per-method summary of the (layer x dim) grid, {what}, x100, seed mean. "
-                   f"Worst cell = lowest cell; full = deepest layer at full width.")
+                   f"Worst cell = lowest cell; full = deepest layer at full width. Grid mean, worst cell and gain "
+                   f"are over the layers named in the last column: a method with cells at only some layers "
+                   f"(separate trains only some depths) is compared with the baseline on those cells.")
         written.append(write_text(Path(out) / f"summary_{view}.md", f"{caption}\n\n{markdown(df)}"))
         written.append(write_text(Path(out) / f"summary_{view}.tex", latex(df, caption)))
     return written
@@ -80,9 +92,12 @@ def backbone_rows(per_seed, boots, backbone):
     rows = []
     for method in ordered(per_seed.method):
         mine = per_seed[per_seed.method == method]
-        row = {"backbone": backbone, "method": method, "seeds": int(mine.seed.nunique())}
+        row = {"backbone": backbone, "method": method, "seeds": int(mine.seed.nunique()),
+               "layers": layers_named(mine.layer, per_seed.layer), "partial": set()}
         for kind in BACKBONE_CELLS:
             cells = cell_set(kind, sorted(set(mine.layer)), sorted(set(mine.dim)))
+            if cells != cell_set(kind, sorted(set(per_seed.layer)), sorted(set(mine.dim))):
+                row["partial"].add(kind)
             values = claims.seed_values(method, cells, per_seed, boots)
             if values is None:
                 break
@@ -103,9 +118,13 @@ def backbone_table(rows):
         cells = []
         for b in backbones:
             r = by.get((method, b))
-            cells += [f"{r[k]['mean']:.2f} [{r[k]['lo']:.2f}, {r[k]['hi']:.2f}]" if r else "" for k in BACKBONE_CELLS]
+            cells += [f"{r[k]['mean']:.2f} [{r[k]['lo']:.2f}, {r[k]['hi']:.2f}]" + (" *" if k in r["partial"] else "")
+                      if r else "" for k in BACKBONE_CELLS]
         cells += [str(by[(method, b)]["seeds"]) if (method, b) in by else "" for b in backbones]
         lines.append("| " + " | ".join([method] + cells) + " |")
+    notes = [f"\\* {r['backbone']}, {r['method']}: cells at layers {r['layers']} only, so each mean marked * covers "
+             "only those layers' cells of the column's set." for r in rows if r["partial"]]
+    lines += [""] + notes if notes else []
     return "\n".join(lines) + "\n"
 
 
