@@ -135,6 +135,17 @@ def test_a_method_with_only_some_layers_is_summarised_and_compared_on_its_own_ce
     assert "*" not in table_row(backbones, "baseline")
 
 
+def test_the_gain_figure_draws_a_method_with_only_some_layers():
+    """Its difference to a full grid spans every layer (NaN where it has none), and the hatching follows it there."""
+    cells = pd.DataFrame([dict(method=m, layer=n, dim=d, score=10.0 * n, not_significant=n == 4)
+                          for m, layers in (("baseline", [1, 2, 3, 4]), ("separate", [2, 4]))
+                          for n in layers for d in DIMS])
+    fig = figures.fig_gain(cells, ["baseline", "separate"], "baseline", "tiny")
+    hatches = [p for p in fig.axes[0].patches if p.get_hatch()]
+    assert len(hatches) == len(DIMS) and {p.get_y() for p in hatches} == {-0.5}  # layer 4, the top row
+    assert len(fig.axes[0].texts) == 2 * len(DIMS)  # layers 1 and 3 are blank
+
+
 def test_command_line_runs_the_report(made, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     report.add_cli(parser.add_subparsers())

@@ -168,12 +168,14 @@ def fig_gain(cells, methods, baseline, title):
     """(c) method minus baseline per cell, diverging colours centred on zero; hatched: the difference's 95%
     interval includes 0 (column not_significant, when the report has bootstrap replicates)."""
     base = grid_pivot(cells[cells.method == baseline])
-    panels = {f"{m} - {baseline}": grid_pivot(cells[cells.method == m]) - base
+    # re-sorted: a difference over unequal layers (separate has only some) comes out shallowest first
+    panels = {f"{m} - {baseline}": (grid_pivot(cells[cells.method == m]) - base).sort_index(ascending=False)
               for m in methods if m != baseline}
     hatched = None
     if "not_significant" in cells:
+        # on each panel's rows: the difference spans both methods' layers, and separate may have only some
         hatched = {f"{m} - {baseline}": cells[cells.method == m].pivot(
-            index="layer", columns="dim", values="not_significant").sort_index(ascending=False)
+            index="layer", columns="dim", values="not_significant").reindex_like(panels[f"{m} - {baseline}"])
             for m in methods if m != baseline}
         title = f"{title}\nhatched: not significant at 95% (paired bootstrap over test pairs and seeds)"
     # cells missing from either grid give NaN; 0.1 keeps the scale valid if all are NaN
