@@ -1,6 +1,7 @@
 """The tables of `twodmse report`: frames in, markdown and LaTeX out.
 
-summary_{view}.{md,tex}   per backbone and method: grid mean, seed spread, worst cell, full cell, gain over baseline
+summary_{view}.{md,tex}   per backbone and method: grid mean, seed spread, worst cell, full cell, gain over baseline,
+                          the layers it has cells at
 backbones.md              method x backbone: the grid mean, the top cell and the lower half of the layers, each
                           with its 95% interval (twodmse.stats.estimate) and seed count, side by side
 mteb_published.md         each backbone as released (untrained), scored by MTEB at (L, H), beside the score MTEB's
@@ -17,6 +18,7 @@ from . import claims, stats
 from .cells import CELL_SETS, cell_set
 from .figures import ordered
 from .util import write_text
+
 
 def layers_named(layers, all_layers):
     """'all' when a method has cells at every layer of its backbone's grid, else the layers it has (separate trains
