@@ -91,14 +91,15 @@ BACKBONE_CELLS = ("all", "top", "lower-half")  # cells.CELL_SETS: the grid mean,
 def backbone_rows(per_seed, boots, backbone):
     """Per method of one backbone: the mean over each of BACKBONE_CELLS with its 95% interval (stats.estimate:
     test-pair bootstrap plus seed spread) and its seed count; a method without bootstrap replicates is left out."""
-    rows = []
+    rows, all_layers = [], sorted(set(per_seed.layer))
     for method in ordered(per_seed.method):
         mine = per_seed[per_seed.method == method]
+        layers, dims = sorted(set(mine.layer)), sorted(set(mine.dim))
         row = {"backbone": backbone, "method": method, "seeds": int(mine.seed.nunique()),
-               "layers": layers_named(mine.layer, per_seed.layer), "partial": set()}
+               "layers": layers_named(layers, all_layers), "partial": set()}
         for kind in BACKBONE_CELLS:
-            cells = cell_set(kind, sorted(set(mine.layer)), sorted(set(mine.dim)))
-            if cells != cell_set(kind, sorted(set(per_seed.layer)), sorted(set(mine.dim))):
+            cells = cell_set(kind, layers, dims)
+            if cells != cell_set(kind, all_layers, dims):
                 row["partial"].add(kind)
             values = claims.seed_values(method, cells, per_seed, boots)
             if values is None:
